@@ -1,0 +1,1 @@
+//! Ferry, a clustered message broker.
