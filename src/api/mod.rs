@@ -1,0 +1,169 @@
+//! The REST front end (warp): routes, request parsing and error mapping.
+//!
+//! Handlers parse the request, call the broker and shape the answer; the
+//! rules live in `crate::broker`. One resource per file.
+
+pub mod error;
+pub mod request;
+pub mod wire;
+
+mod grants;
+mod queues;
+mod streams;
+mod subscriptions;
+mod system;
+mod topics;
+mod users;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use warp::filters::BoxedFilter;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::api::error::ApiError;
+use crate::broker::{Broker, Principal};
+
+pub use system::Metrics;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct Context {
+    /// The broker core.
+    pub broker: Arc<Broker>,
+    /// Request counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Every route of the REST API, with errors mapped to JSON.
+pub fn routes(broker: Arc<Broker>) -> BoxedFilter<(Response,)> {
+    let context = Context {
+        broker,
+        metrics: Arc::new(Metrics::default()),
+    };
+    let metrics = Arc::clone(&context.metrics);
+    users::routes(&context)
+        .or(topics::routes(&context))
+        .unify()
+        .or(subscriptions::routes(&context))
+        .unify()
+        .or(queues::routes(&context))
+        .unify()
+        .or(grants::routes(&context))
+        .unify()
+        .or(streams::routes(&context))
+        .unify()
+        .or(system::routes(&context))
+        .unify()
+        .recover(error::recover)
+        .unify()
+        .map(move |response: Response| {
+            metrics.count_response(response.status());
+            response
+        })
+        .boxed()
+}
+
+/// A filter that yields the context.
+fn with_context(
+    context: &Context,
+) -> impl Filter<Extract = (Context,), Error = Infallible> + Clone {
+    let context = context.clone();
+    warp::any().map(move || context.clone())
+}
+
+/// A filter that authenticates the bearer token of the request (or, for
+/// browsers' WebSocket clients, which cannot set headers, a `token` query
+/// parameter is accepted by the stream routes themselves).
+fn authenticated(
+    context: &Context,
+) -> impl Filter<Extract = (Principal,), Error = warp::Rejection> + Clone {
+    let broker = Arc::clone(&context.broker);
+    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+        let broker = Arc::clone(&broker);
+        async move {
+            let token = bearer_token(header.as_deref()).map_err(warp::reject::custom)?;
+            broker
+                .authenticate(token)
+                .map_err(|err| warp::reject::custom(ApiError::from(err)))
+        }
+    })
+}
+
+fn bearer_token(header: Option<&str>) -> Result<&str, ApiError> {
+    let header = header.ok_or_else(|| {
+        ApiError::unauthenticated("missing Authorization header; log in with POST /v1/tokens and send `Authorization: Bearer <token>`")
+    })?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthenticated("Authorization header must be `Bearer <token>`")
+        })?;
+    Ok(token)
+}
+
+/// A filter for a JSON request body of at most `max_request_bytes`.
+fn body(context: &Context) -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
+    warp::body::content_length_limit(context.broker.config().max_request_bytes as u64)
+        .and(warp::body::bytes())
+}
+
+/// A filter for the raw query string, empty when there is none.
+fn query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// Runs a handler and turns its error into the JSON error response.
+async fn respond<F>(handler: F) -> Response
+where
+    F: Future<Output = Result<Response, ApiError>>,
+{
+    handler.await.unwrap_or_else(ApiError::into_response)
+}
+
+/// A JSON response of `value` with `status`.
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => raw_json(status, body),
+        Err(err) => ApiError::from(crate::broker::BrokerError::Internal(format!(
+            "failed to encode response: {err}"
+        )))
+        .into_response(),
+    }
+}
+
+/// A response with an already encoded JSON body.
+fn raw_json(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// An empty 204 response.
+fn no_content() -> Response {
+    warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response()
+}
+
+/// RFC 3339 text of a time in ms since the Unix epoch.
+fn rfc3339_ms(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// Parses a numeric path segment, naming it in the error.
+fn path_number<T: std::str::FromStr>(field: &str, text: &str) -> Result<T, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::invalid(field, format!("`{text}` is not a non-negative integer")))
+}

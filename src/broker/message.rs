@@ -1,0 +1,169 @@
+//! Messages as the broker sees them, and their mapping to log records.
+//!
+//! A message value is either JSON text (record attribute bit 0 set) or
+//! opaque bytes. The authenticated producer is stored in every record, so a
+//! consumer can trust who sent a message.
+
+use bytes::Bytes;
+
+use crate::log::Record;
+
+/// Record attribute bit: the value is JSON text.
+pub const ATTRIBUTE_JSON_VALUE: u8 = 0b0000_0001;
+
+/// A message value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// Valid JSON text, stored as sent.
+    Json(Bytes),
+    /// Opaque bytes (travels as base64 in the REST API).
+    Binary(Bytes),
+}
+
+/// A message to publish or send, as the client gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The value.
+    pub payload: Payload,
+    /// Partitioning key.
+    pub key: Option<String>,
+    /// Dotted routing key.
+    pub routing_key: Option<String>,
+    /// Application headers, in the client's order.
+    pub headers: Vec<(String, String)>,
+    /// Time to live in ms; `None` uses the resource's default.
+    pub ttl_ms: Option<u64>,
+}
+
+/// A stored message, as delivered to consumers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Partition it was read from (0 for queues).
+    pub partition: u32,
+    /// Offset in that partition.
+    pub offset: u64,
+    /// Time the broker appended it, ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// User who sent it, as the broker authenticated them.
+    pub producer: String,
+    /// Partitioning key.
+    pub key: Option<String>,
+    /// Dotted routing key.
+    pub routing_key: Option<String>,
+    /// Application headers.
+    pub headers: Vec<(String, String)>,
+    /// The value.
+    pub payload: Payload,
+    /// Time to live in ms, 0 for none.
+    pub ttl_ms: u64,
+}
+
+impl NewMessage {
+    /// Bytes of the value as stored.
+    pub fn value_len(&self) -> usize {
+        match &self.payload {
+            Payload::Json(bytes) | Payload::Binary(bytes) => bytes.len(),
+        }
+    }
+
+    /// The record that stores this message for `producer`.
+    pub fn into_record(self, producer: &Bytes, timestamp_ms: i64) -> Record {
+        let (attributes, value) = match self.payload {
+            Payload::Json(bytes) => (ATTRIBUTE_JSON_VALUE, bytes),
+            Payload::Binary(bytes) => (0, bytes),
+        };
+        Record {
+            offset: 0,
+            timestamp_ms,
+            attributes,
+            ttl_ms: self.ttl_ms.unwrap_or(0),
+            key: self.key.map(Bytes::from),
+            routing_key: self.routing_key.map(Bytes::from),
+            producer: Some(producer.clone()),
+            value: Some(value),
+            headers: self
+                .headers
+                .into_iter()
+                .map(|(name, value)| (name, Bytes::from(value)))
+                .collect(),
+        }
+    }
+}
+
+impl Message {
+    /// The message stored in `record` of `partition`.
+    ///
+    /// Text fields that are not valid UTF-8 (never written by this broker)
+    /// are decoded lossily rather than dropped.
+    pub fn from_record(partition: u32, record: Record) -> Message {
+        let value = record.value.unwrap_or_default();
+        let payload = if record.attributes & ATTRIBUTE_JSON_VALUE != 0 {
+            Payload::Json(value)
+        } else {
+            Payload::Binary(value)
+        };
+        Message {
+            partition,
+            offset: record.offset,
+            timestamp_ms: record.timestamp_ms,
+            producer: record.producer.as_deref().map(lossy).unwrap_or_default(),
+            key: record.key.as_deref().map(lossy),
+            routing_key: record.routing_key.as_deref().map(lossy),
+            headers: record
+                .headers
+                .into_iter()
+                .map(|(name, value)| (name, lossy(&value)))
+                .collect(),
+            payload,
+            ttl_ms: record.ttl_ms,
+        }
+    }
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_round_trips_through_record() {
+        let new = NewMessage {
+            payload: Payload::Json(Bytes::from_static(b"{\"a\":1}")),
+            key: Some("k".into()),
+            routing_key: Some("orders.eu".into()),
+            headers: vec![("h".into(), "ü".into())],
+            ttl_ms: Some(5),
+        };
+        let mut record = new.clone().into_record(&Bytes::from_static(b"alice"), 42);
+        record.offset = 7;
+        let message = Message::from_record(3, record);
+        assert_eq!(message.partition, 3);
+        assert_eq!(message.offset, 7);
+        assert_eq!(message.timestamp_ms, 42);
+        assert_eq!(message.producer, "alice");
+        assert_eq!(message.key, new.key);
+        assert_eq!(message.routing_key, new.routing_key);
+        assert_eq!(message.headers, new.headers);
+        assert_eq!(message.payload, new.payload);
+        assert_eq!(message.ttl_ms, 5);
+    }
+
+    #[test]
+    fn binary_payload_keeps_kind() {
+        let new = NewMessage {
+            payload: Payload::Binary(Bytes::from_static(&[0, 159, 255])),
+            key: None,
+            routing_key: None,
+            headers: vec![],
+            ttl_ms: None,
+        };
+        let record = new.clone().into_record(&Bytes::from_static(b"bob"), 1);
+        assert_eq!(record.attributes & ATTRIBUTE_JSON_VALUE, 0);
+        let message = Message::from_record(0, record);
+        assert_eq!(message.payload, new.payload);
+        assert_eq!(message.key, None);
+    }
+}

@@ -1,0 +1,373 @@
+//! The broker core: topics, queues, subscriptions and users on top of the
+//! partition logs, independent of the REST front end.
+//!
+//! On-disk layout under the data directory:
+//!
+//! ```text
+//! __meta/0/                       metadata events (the catalog)
+//! __offsets/0/                    committed subscription offsets, keyed
+//! topics/<name>@<id>/<partition>/ one log per topic partition
+//! queues/<name>@<id>/messages/    the queue's messages
+//! queues/<name>@<id>/state/       the queue's lease and ack events
+//! jwt-secret                      token signing secret (unless configured)
+//! ```
+//!
+//! `<id>` is the `__meta` offset of the creation event, so a topic deleted
+//! and created again under the same name never sees the old messages.
+
+pub mod durable;
+pub mod error;
+pub mod message;
+pub mod offsets;
+pub mod queue;
+pub mod queue_state;
+pub mod queues;
+pub mod subscriptions;
+pub mod topic;
+pub mod topics;
+pub mod users;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Mutex as AsyncMutex, Notify};
+use tracing::{info, warn};
+
+use crate::auth::TokenIssuer;
+use crate::config::Config;
+use crate::log::{LogConfig, ProducerInfo, Record};
+use crate::meta::{Catalog, MetaEvent, Permission, Resource, ResourceSpec};
+
+pub use durable::DurableLog;
+pub use error::{BrokerError, Result};
+pub use message::{Message, NewMessage, Payload};
+pub use queue::{AckOutcome, Delivery};
+pub use queues::QueueView;
+pub use subscriptions::SubscriptionView;
+pub use topics::{FetchResult, PartitionView, TopicView};
+pub use users::{Principal, Token};
+
+/// Segment size of the internal logs: they hold small JSON events.
+const INTERNAL_SEGMENT_BYTES: u64 = 16 << 20;
+
+/// Bytes read per step when replaying an internal log at start.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+
+/// Longest long poll a client may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// One broker: the catalog, every open log and the runtime state.
+pub struct Broker {
+    config: Config,
+    tokens: TokenIssuer,
+    meta: Arc<DurableLog>,
+    /// Serializes check, append and apply of metadata events, so two
+    /// requests can never both take one name.
+    meta_write: AsyncMutex<()>,
+    catalog: RwLock<Catalog>,
+    topics: RwLock<HashMap<String, Arc<topic::Topic>>>,
+    queues: RwLock<HashMap<String, Arc<queue::Queue>>>,
+    offsets: offsets::OffsetStore,
+    groups: RwLock<HashMap<(String, String), Arc<subscriptions::Group>>>,
+}
+
+impl Broker {
+    /// Opens the data directory, replays the metadata and queue state and
+    /// opens every partition. Recovery of torn log tails happens here.
+    ///
+    /// # Errors
+    ///
+    /// The data directory cannot be created or read, the signing secret
+    /// cannot be loaded, or a log fails to open.
+    pub async fn open(config: Config) -> Result<Arc<Broker>> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|err| {
+            BrokerError::Internal(format!(
+                "failed to create data directory {}: {err}",
+                data_dir.display()
+            ))
+        })?;
+        let tokens = TokenIssuer::load(
+            config.jwt_secret_file.as_deref(),
+            &data_dir,
+            config.token_ttl,
+        )
+        .map_err(|err| BrokerError::Internal(err.to_string()))?;
+
+        let meta = open_internal(&config, &data_dir.join("__meta").join("0"))?;
+        let catalog = replay_catalog(&meta)?;
+        let offsets = offsets::OffsetStore::open(open_internal(
+            &config,
+            &data_dir.join("__offsets").join("0"),
+        )?)?;
+
+        let broker = Broker {
+            config,
+            tokens,
+            meta,
+            meta_write: AsyncMutex::new(()),
+            catalog: RwLock::new(catalog),
+            topics: RwLock::new(HashMap::new()),
+            queues: RwLock::new(HashMap::new()),
+            offsets,
+            groups: RwLock::new(HashMap::new()),
+        };
+        broker.open_resources()?;
+        broker.remove_orphan_dirs();
+        let broker = Arc::new(broker);
+        broker.start_interval_flusher();
+        Ok(broker)
+    }
+
+    /// The configuration the broker runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Flushes and trims every log; call once at shutdown.
+    pub fn close(&self) {
+        for log in self.all_logs() {
+            if let Err(err) = log.close() {
+                warn!(dir = %log.dir().display(), error = %err, "failed to close log");
+            }
+        }
+    }
+
+    fn open_resources(&self) -> Result<()> {
+        let catalog = read_lock(&self.catalog);
+        let mut topics = write_lock(&self.topics);
+        for resource in catalog.topics() {
+            let topic = topic::Topic::open(
+                &self.config,
+                &self.topic_dir(&resource.spec.name, resource.spec.id),
+                resource.spec.clone(),
+            )?;
+            topics.insert(resource.spec.name.clone(), Arc::new(topic));
+        }
+        let mut queues = write_lock(&self.queues);
+        for resource in catalog.queues() {
+            let queue = queue::Queue::open(
+                &self.config,
+                &self.queue_dir(&resource.spec.name, resource.spec.id),
+                resource.spec.clone(),
+            )?;
+            queues.insert(resource.spec.name.clone(), Arc::new(queue));
+        }
+        info!(
+            topics = topics.len(),
+            queues = queues.len(),
+            "catalog loaded"
+        );
+        Ok(())
+    }
+
+    /// Deletes directories of topics and queues that the catalog no longer
+    /// has: a crash between logging a deletion and removing the files
+    /// leaves them behind.
+    fn remove_orphan_dirs(&self) {
+        let expected: Vec<PathBuf> = {
+            let topics = read_lock(&self.topics);
+            let queues = read_lock(&self.queues);
+            topics
+                .values()
+                .map(|topic| self.topic_dir(&topic.spec.name, topic.spec.id))
+                .chain(
+                    queues
+                        .values()
+                        .map(|queue| self.queue_dir(&queue.spec.name, queue.spec.id)),
+                )
+                .collect()
+        };
+        for parent in ["topics", "queues"] {
+            let Ok(entries) = std::fs::read_dir(self.config.data_dir.join(parent)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if !expected.contains(&path) {
+                    info!(dir = %path.display(), "removing files of a deleted resource");
+                    if let Err(err) = std::fs::remove_dir_all(&path) {
+                        warn!(dir = %path.display(), error = %err, "failed to remove directory");
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_interval_flusher(self: &Arc<Self>) {
+        let crate::log::FsyncPolicy::Interval(interval) = self.config.fsync else {
+            return;
+        };
+        let broker = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            // A slow flush makes the next tick skip rather than pile up.
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                ticker.tick().await;
+                let Some(broker) = broker.upgrade() else {
+                    return;
+                };
+                for log in broker.all_logs() {
+                    if let Err(err) = log.flush().await {
+                        warn!(dir = %log.dir().display(), error = %err, "background flush failed");
+                    }
+                }
+            }
+        });
+    }
+
+    fn all_logs(&self) -> Vec<Arc<DurableLog>> {
+        let mut logs = vec![Arc::clone(&self.meta), Arc::clone(self.offsets.log())];
+        for topic in read_lock(&self.topics).values() {
+            logs.extend(topic.partitions.iter().cloned());
+        }
+        for queue in read_lock(&self.queues).values() {
+            logs.push(Arc::clone(&queue.messages));
+            logs.push(Arc::clone(&queue.state_log));
+        }
+        logs
+    }
+
+    fn topic_dir(&self, name: &str, id: u64) -> PathBuf {
+        self.config
+            .data_dir
+            .join("topics")
+            .join(format!("{name}@{id}"))
+    }
+
+    fn queue_dir(&self, name: &str, id: u64) -> PathBuf {
+        self.config
+            .data_dir
+            .join("queues")
+            .join(format!("{name}@{id}"))
+    }
+
+    /// Checks `event` against the catalog, appends it to `__meta` durably
+    /// and applies it. `make_event` receives the offset the event will get,
+    /// which serves as the id of a created resource.
+    async fn commit_meta<T>(
+        &self,
+        make_event: impl FnOnce(u64) -> MetaEvent,
+        before_append: impl FnOnce(&MetaEvent) -> Result<T>,
+    ) -> Result<T> {
+        let _write = self.meta_write.lock().await;
+        let event = make_event(self.meta.log_end_offset());
+        read_lock(&self.catalog).check(&event)?;
+        let prepared = before_append(&event)?;
+        let value = serde_json::to_vec(&event)
+            .map_err(|err| BrokerError::Internal(format!("failed to encode event: {err}")))?;
+        let record = Record {
+            timestamp_ms: now_ms(),
+            value: Some(value.into()),
+            ..Record::default()
+        };
+        self.meta
+            .append(vec![record], ProducerInfo::default())
+            .await?;
+        write_lock(&self.catalog).apply(&event)?;
+        Ok(prepared)
+    }
+
+    /// Checks that `user` may see `resource` (else 404 `kind` `name`) and
+    /// holds `permission` on it (else 403).
+    fn authorize<S: ResourceSpec>(
+        resource: Option<&Resource<S>>,
+        kind: &'static str,
+        name: &str,
+        user: &str,
+        permission: Option<Permission>,
+    ) -> Result<()> {
+        let not_found = || BrokerError::NotFound {
+            kind,
+            name: name.to_string(),
+        };
+        let resource = resource.ok_or_else(not_found)?;
+        if !resource.is_visible_to(user) {
+            return Err(not_found());
+        }
+        if let Some(permission) = permission {
+            if !resource.allows(user, permission) {
+                let verb = match permission {
+                    Permission::Publish => "publish to",
+                    Permission::Consume => "consume from",
+                };
+                return Err(BrokerError::Forbidden(format!(
+                    "user `{user}` may not {verb} {kind} `{name}`; its owner can grant the permission"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_internal(config: &Config, dir: &Path) -> Result<Arc<DurableLog>> {
+    let log_config = LogConfig {
+        segment_bytes: INTERNAL_SEGMENT_BYTES.min(config.segment_bytes),
+        ..LogConfig::default()
+    };
+    let log = DurableLog::open(dir, log_config, config.fsync, Arc::new(Notify::new()))?;
+    Ok(Arc::new(log))
+}
+
+/// Calls `apply` with every readable record of `log`, in offset order.
+pub(crate) fn replay(log: &DurableLog, mut apply: impl FnMut(Record) -> Result<()>) -> Result<()> {
+    let mut offset = log.log_start_offset();
+    while offset < log.high_watermark() {
+        let batches = log.read(offset, REPLAY_READ_BYTES)?;
+        if batches.is_empty() {
+            break;
+        }
+        for record in batches.into_iter().flat_map(|batch| batch.records) {
+            if record.offset >= offset {
+                offset = record.offset + 1;
+                apply(record)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn replay_catalog(meta: &DurableLog) -> Result<Catalog> {
+    let mut catalog = Catalog::default();
+    let mut events = 0u64;
+    replay(meta, |record| {
+        let value = record.value.unwrap_or_default();
+        match serde_json::from_slice::<MetaEvent>(&value) {
+            Ok(event) => {
+                if let Err(err) = catalog.apply(&event) {
+                    warn!(offset = record.offset, error = %err, "skipping inconsistent metadata event");
+                }
+                events += 1;
+            }
+            Err(err) => {
+                warn!(offset = record.offset, error = %err, "skipping undecodable metadata event");
+            }
+        }
+        Ok(())
+    })?;
+    info!(events, "metadata replayed");
+    Ok(catalog)
+}
+
+/// The current time in ms since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Read-locks `lock`; a poisoned lock means a thread panicked while holding
+/// it, and the broker's state is then as consistent as the log makes it, so
+/// the guard is taken anyway.
+fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

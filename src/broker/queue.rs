@@ -1,0 +1,288 @@
+//! An open queue: its message log, its state log and the lease state folded
+//! from it.
+//!
+//! A receive first leases offsets in memory (so concurrent receivers never
+//! get the same message), then stores the `Leased` event, and only then
+//! returns the messages. If storing fails the lease is undone. Acks and
+//! releases are stored before they are applied, so a crash can only forget
+//! a settlement the client was never told of.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::broker::durable::DurableLog;
+use crate::broker::error::{BrokerError, Result};
+use crate::broker::message::Message;
+use crate::broker::queue_state::{QueueEvent, QueueState};
+use crate::broker::{now_ms, replay};
+use crate::config::Config;
+use crate::log::{LogConfig, ProducerInfo, Record};
+use crate::meta::QueueSpec;
+
+/// Segment size of a queue's state log.
+const STATE_SEGMENT_BYTES: u64 = 8 << 20;
+
+/// A queue with its logs open.
+pub struct Queue {
+    /// Settings from the catalog.
+    pub spec: QueueSpec,
+    /// The messages, one partition.
+    pub messages: Arc<DurableLog>,
+    /// Lease, ack and release events.
+    pub state_log: Arc<DurableLog>,
+    /// Woken when messages arrive or leases are released.
+    pub changed: Arc<Notify>,
+    state: Mutex<QueueState>,
+}
+
+/// A message delivered from a queue under a lease.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Id to ack or nack: `<offset>-<delivery count>`.
+    pub id: String,
+    /// Deliveries including this one.
+    pub delivery_count: u32,
+    /// The message.
+    pub message: Message,
+}
+
+/// The result of settling (acking or nacking) a list of ids.
+#[derive(Debug, Clone, Default)]
+pub struct AckOutcome {
+    /// Ids that were settled.
+    pub settled: Vec<String>,
+    /// Ids that were not, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+impl Queue {
+    /// Opens (creating if needed) the queue's logs under `dir` and replays
+    /// its state.
+    pub fn open(config: &Config, dir: &Path, spec: QueueSpec) -> Result<Queue> {
+        let changed = Arc::new(Notify::new());
+        let messages = DurableLog::open(
+            &dir.join("messages"),
+            LogConfig {
+                segment_bytes: config.segment_bytes,
+                ..LogConfig::default()
+            },
+            config.fsync,
+            Arc::clone(&changed),
+        )?;
+        let state_log = DurableLog::open(
+            &dir.join("state"),
+            LogConfig {
+                segment_bytes: STATE_SEGMENT_BYTES.min(config.segment_bytes),
+                ..LogConfig::default()
+            },
+            config.fsync,
+            Arc::new(Notify::new()),
+        )?;
+        let mut state = QueueState::default();
+        replay(&state_log, |record| {
+            let value = record.value.unwrap_or_default();
+            let event: QueueEvent = serde_json::from_slice(&value).map_err(|err| {
+                BrokerError::Internal(format!(
+                    "undecodable queue state event at offset {} of queue `{}`: {err}",
+                    record.offset, spec.name
+                ))
+            })?;
+            state.apply(&event);
+            Ok(())
+        })?;
+        Ok(Queue {
+            spec,
+            messages: Arc::new(messages),
+            state_log: Arc::new(state_log),
+            changed,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// Leases up to `max` messages for `visibility_ms`; returns nothing at
+    /// once if none is ready.
+    pub async fn lease(&self, max: usize, visibility_ms: u64) -> Result<Vec<Delivery>> {
+        let now = now_ms();
+        let deadline = now.saturating_add(visibility_ms as i64);
+        let leased = {
+            let mut state = self.lock_state();
+            state.lease(max, self.messages.high_watermark(), now, deadline)
+        };
+        if leased.is_empty() {
+            return Ok(Vec::new());
+        }
+        let offsets: Vec<u64> = leased.iter().map(|(offset, _)| *offset).collect();
+        let stored = self
+            .store(QueueEvent::Leased {
+                offsets,
+                deadline_ms: deadline,
+            })
+            .await;
+        let deliveries = stored.and_then(|()| self.read_deliveries(&leased));
+        if deliveries.is_err() {
+            self.lock_state().undo_lease(&leased);
+            self.changed.notify_waiters();
+        }
+        deliveries
+    }
+
+    /// Acks the given delivery ids.
+    pub async fn ack(&self, ids: &[String]) -> Result<AckOutcome> {
+        self.settle(
+            ids,
+            |state, offset, count, _| state.check_ack(offset, count),
+            |offsets| QueueEvent::Acked { offsets },
+        )
+        .await
+    }
+
+    /// Releases the leases of the given delivery ids, so the messages are
+    /// delivered again.
+    pub async fn release(&self, ids: &[String]) -> Result<AckOutcome> {
+        let outcome = self
+            .settle(
+                ids,
+                |state, offset, count, now| state.check_release(offset, count, now),
+                |offsets| QueueEvent::Released { offsets },
+            )
+            .await?;
+        if !outcome.settled.is_empty() {
+            self.changed.notify_waiters();
+        }
+        Ok(outcome)
+    }
+
+    /// Whether a receive could lease something now.
+    pub fn has_ready(&self) -> bool {
+        self.lock_state()
+            .has_ready(self.messages.high_watermark(), now_ms())
+    }
+
+    /// The earliest lease deadline, ms since the Unix epoch.
+    pub fn next_deadline(&self) -> Option<i64> {
+        self.lock_state().next_deadline()
+    }
+
+    /// Depth and in-flight counts.
+    pub fn counts(&self) -> crate::broker::queue_state::QueueCounts {
+        let mut state = self.lock_state();
+        state.expire(now_ms());
+        state.counts(self.messages.high_watermark())
+    }
+
+    async fn settle(
+        &self,
+        ids: &[String],
+        check: impl Fn(
+            &mut QueueState,
+            u64,
+            u32,
+            i64,
+        ) -> std::result::Result<(), crate::broker::queue_state::SettleError>,
+        event: impl FnOnce(Vec<u64>) -> QueueEvent,
+    ) -> Result<AckOutcome> {
+        let mut outcome = AckOutcome::default();
+        let mut offsets = Vec::new();
+        {
+            let mut state = self.lock_state();
+            let now = now_ms();
+            for id in ids {
+                let Some((offset, count)) = parse_delivery_id(id) else {
+                    outcome
+                        .failed
+                        .push((id.clone(), "is not a delivery id".into()));
+                    continue;
+                };
+                if offsets.contains(&offset) {
+                    outcome
+                        .failed
+                        .push((id.clone(), "appears twice in the request".into()));
+                    continue;
+                }
+                match check(&mut state, offset, count, now) {
+                    Ok(()) => {
+                        offsets.push(offset);
+                        outcome.settled.push(id.clone());
+                    }
+                    Err(err) => outcome.failed.push((id.clone(), err.to_string())),
+                }
+            }
+        }
+        if offsets.is_empty() {
+            return Ok(outcome);
+        }
+        let event = event(offsets);
+        self.store(event.clone()).await?;
+        self.lock_state().apply(&event);
+        Ok(outcome)
+    }
+
+    async fn store(&self, event: QueueEvent) -> Result<()> {
+        let value = serde_json::to_vec(&event)
+            .map_err(|err| BrokerError::Internal(format!("failed to encode queue event: {err}")))?;
+        let record = Record {
+            timestamp_ms: now_ms(),
+            value: Some(value.into()),
+            ..Record::default()
+        };
+        self.state_log
+            .append(vec![record], ProducerInfo::default())
+            .await?;
+        Ok(())
+    }
+
+    fn read_deliveries(&self, leased: &[(u64, u32)]) -> Result<Vec<Delivery>> {
+        let mut deliveries = Vec::with_capacity(leased.len());
+        let mut pending: &[(u64, u32)] = leased;
+        while let Some(&(offset, _)) = pending.first() {
+            // One read covers a run of consecutive offsets.
+            let batches = self.messages.read(offset, 1 << 20)?;
+            let mut records = batches
+                .into_iter()
+                .flat_map(|batch| batch.records)
+                .filter(|record| record.offset >= offset)
+                .peekable();
+            let before = pending.len();
+            while let (Some(&(wanted, count)), Some(record)) = (pending.first(), records.peek()) {
+                if record.offset != wanted {
+                    break;
+                }
+                let record = records.next().expect("peeked");
+                deliveries.push(Delivery {
+                    id: format_delivery_id(wanted, count),
+                    delivery_count: count,
+                    message: Message::from_record(0, record),
+                });
+                pending = &pending[1..];
+            }
+            if pending.len() == before {
+                return Err(BrokerError::Internal(format!(
+                    "leased offset {offset} of queue `{}` is not readable",
+                    self.spec.name
+                )));
+            }
+        }
+        Ok(deliveries)
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, QueueState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Formats the id of a delivery: the offset and the delivery count, so an
+/// ack from a consumer whose lease expired and whose message went to
+/// someone else is recognized and rejected.
+pub fn format_delivery_id(offset: u64, delivery_count: u32) -> String {
+    format!("{offset}-{delivery_count}")
+}
+
+/// Parses an id made by [`format_delivery_id`].
+pub fn parse_delivery_id(id: &str) -> Option<(u64, u32)> {
+    let (offset, count) = id.split_once('-')?;
+    Some((offset.parse().ok()?, count.parse().ok()?))
+}

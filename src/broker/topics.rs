@@ -1,0 +1,414 @@
+//! Topic operations: create, list, describe, delete, publish and fetch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::broker::error::{BrokerError, Result};
+use crate::broker::message::{Message, NewMessage};
+use crate::broker::topic::Topic;
+use crate::broker::users::Principal;
+use crate::broker::{now_ms, read_lock, write_lock, Broker};
+use crate::log::ProducerInfo;
+use crate::meta::names::validate_name;
+use crate::meta::{Access, Cleanup, MetaEvent, Permission, TopicSpec};
+
+/// Maximum number of partitions of one topic. Every partition preallocates
+/// a segment on disk, so this also bounds the disk one request can reserve.
+pub const MAX_PARTITIONS: u32 = 256;
+
+/// The settings a client gives to create a topic.
+#[derive(Debug, Clone, Default)]
+pub struct CreateTopic {
+    /// Topic name.
+    pub name: String,
+    /// Public or private.
+    pub access: Access,
+    /// Number of partitions, default 1.
+    pub partitions: Option<u32>,
+    /// Copies of each partition, default 1.
+    pub replication_factor: Option<u32>,
+    /// Retention by age, in ms.
+    pub retention_ms: Option<u64>,
+    /// Retention by size, in bytes.
+    pub retention_bytes: Option<u64>,
+    /// Segment size, in bytes.
+    pub segment_bytes: Option<u64>,
+    /// Cleanup policy.
+    pub cleanup: Option<Cleanup>,
+    /// Default message time to live, in ms.
+    pub message_ttl_ms: Option<u64>,
+}
+
+/// A topic as shown to clients.
+#[derive(Debug, Clone)]
+pub struct TopicView {
+    /// Settings.
+    pub spec: TopicSpec,
+    /// Offsets per partition.
+    pub partitions: Vec<PartitionView>,
+    /// Names of its subscriptions.
+    pub subscriptions: Vec<String>,
+}
+
+/// Offsets of one partition.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionView {
+    /// Partition number.
+    pub partition: u32,
+    /// First retained offset.
+    pub start_offset: u64,
+    /// First offset not yet readable (the high watermark).
+    pub end_offset: u64,
+}
+
+/// The answer to a fetch by offset.
+#[derive(Debug, Clone)]
+pub struct FetchResult {
+    /// Messages in offset order.
+    pub messages: Vec<Message>,
+    /// Offset to fetch next.
+    pub next_offset: u64,
+    /// First offset not yet readable.
+    pub high_watermark: u64,
+}
+
+/// Limits of one fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchLimits {
+    /// Maximum number of messages.
+    pub max_messages: usize,
+    /// Approximate maximum bytes of stored batches to read; at least one
+    /// message is returned if one is readable.
+    pub max_bytes: usize,
+    /// How long to wait for a message when none is readable yet.
+    pub wait: Duration,
+}
+
+impl Broker {
+    /// Creates a topic owned by `principal`.
+    pub async fn create_topic(
+        &self,
+        principal: &Principal,
+        request: CreateTopic,
+    ) -> Result<TopicView> {
+        validate_name(&request.name, false)
+            .map_err(|message| BrokerError::invalid("name", message))?;
+        let partitions = request.partitions.unwrap_or(1);
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            return Err(BrokerError::invalid(
+                "partitions",
+                format!("{partitions} is outside 1..={MAX_PARTITIONS}"),
+            ));
+        }
+        let replication_factor = request.replication_factor.unwrap_or(1);
+        if replication_factor != 1 {
+            return Err(BrokerError::invalid(
+                "replication_factor",
+                format!("{replication_factor} is more than the 1 broker of this single-node setup"),
+            ));
+        }
+        if let Some(segment_bytes) = request.segment_bytes {
+            if !(4096..=u32::MAX as u64).contains(&segment_bytes) {
+                return Err(BrokerError::invalid(
+                    "segment_bytes",
+                    format!("{segment_bytes} is outside 4096..={}", u32::MAX),
+                ));
+            }
+        }
+        reject_unsupported("retention_ms", request.retention_ms.is_some())?;
+        reject_unsupported("retention_bytes", request.retention_bytes.is_some())?;
+        reject_unsupported("message_ttl_ms", request.message_ttl_ms.is_some())?;
+        reject_unsupported("cleanup", request.cleanup == Some(Cleanup::Compact))?;
+
+        let topic = self
+            .commit_meta(
+                |id| {
+                    MetaEvent::TopicCreated(TopicSpec {
+                        id,
+                        name: request.name.clone(),
+                        owner: principal.username.clone(),
+                        access: request.access,
+                        partitions,
+                        replication_factor,
+                        retention_ms: request.retention_ms,
+                        retention_bytes: request.retention_bytes,
+                        segment_bytes: request.segment_bytes,
+                        cleanup: request.cleanup.unwrap_or_default(),
+                        message_ttl_ms: request.message_ttl_ms,
+                        created_ms: now_ms(),
+                    })
+                },
+                |event| {
+                    let MetaEvent::TopicCreated(spec) = event else {
+                        unreachable!("the closure above makes a TopicCreated event")
+                    };
+                    let dir = self.topic_dir(&spec.name, spec.id);
+                    Topic::open(&self.config, &dir, spec.clone()).map_err(|err| {
+                        let _ = std::fs::remove_dir_all(&dir);
+                        err
+                    })
+                },
+            )
+            .await?;
+        let topic = Arc::new(topic);
+        write_lock(&self.topics).insert(topic.spec.name.clone(), Arc::clone(&topic));
+        info!(topic = %topic.spec.name, id = topic.spec.id, partitions, owner = %principal.username, "topic created");
+        Ok(self.topic_view(&topic))
+    }
+
+    /// Topics visible to `principal`, by name.
+    pub fn list_topics(&self, principal: &Principal) -> Vec<TopicView> {
+        let visible: Vec<String> = read_lock(&self.catalog)
+            .topics()
+            .filter(|resource| resource.is_visible_to(&principal.username))
+            .map(|resource| resource.spec.name.clone())
+            .collect();
+        let topics = read_lock(&self.topics);
+        visible
+            .iter()
+            .filter_map(|name| topics.get(name))
+            .map(|topic| self.topic_view(topic))
+            .collect()
+    }
+
+    /// Describes a topic visible to `principal`.
+    pub fn describe_topic(&self, principal: &Principal, name: &str) -> Result<TopicView> {
+        let topic = self.open_topic(principal, name, None)?;
+        Ok(self.topic_view(&topic))
+    }
+
+    /// Deletes a topic with its messages and subscriptions; owner only.
+    pub async fn delete_topic(&self, principal: &Principal, name: &str) -> Result<()> {
+        let topic = self.open_topic(principal, name, None)?;
+        if topic.spec.owner != principal.username {
+            return Err(BrokerError::Forbidden(format!(
+                "only the owner `{}` may delete topic `{name}`",
+                topic.spec.owner
+            )));
+        }
+        let id = topic.spec.id;
+        self.commit_meta(
+            |_| MetaEvent::TopicDeleted {
+                name: name.to_string(),
+                id,
+            },
+            |_| Ok(()),
+        )
+        .await?;
+        write_lock(&self.topics).remove(name);
+        write_lock(&self.groups).retain(|(topic, _), _| topic != name);
+        let dir = self.topic_dir(name, id);
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = std::fs::remove_dir_all(&dir) {
+                // The next start removes what is left.
+                warn!(dir = %dir.display(), error = %err, "failed to remove deleted topic's files");
+            }
+        });
+        info!(topic = %name, id, "topic deleted");
+        Ok(())
+    }
+
+    /// Publishes `messages` to topic `name`; returns (partition, offset) per
+    /// message in request order. Each partition's messages are appended as
+    /// one batch.
+    pub async fn publish(
+        &self,
+        principal: &Principal,
+        name: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<(u32, u64)>> {
+        let topic = self.open_topic(principal, name, Some(Permission::Publish))?;
+        self.check_messages(&messages)?;
+        let request_partition = topic.next_request_partition();
+        let mut groups: Vec<Vec<(usize, NewMessage)>> = vec![Vec::new(); topic.partitions.len()];
+        for (index, message) in messages.into_iter().enumerate() {
+            let partition = topic.partition_for(message.key.as_deref(), request_partition);
+            groups[partition as usize].push((index, message));
+        }
+
+        let producer = Bytes::from(principal.username.clone());
+        let timestamp = now_ms();
+        let mut offsets = vec![(0u32, 0u64); groups.iter().map(Vec::len).sum()];
+        let appends = groups
+            .into_iter()
+            .enumerate()
+            .filter(|(_, group)| !group.is_empty())
+            .map(|(partition, group)| {
+                let log = Arc::clone(&topic.partitions[partition]);
+                let producer = producer.clone();
+                async move {
+                    let indexes: Vec<usize> = group.iter().map(|(index, _)| *index).collect();
+                    let records = group
+                        .into_iter()
+                        .map(|(_, message)| message.into_record(&producer, timestamp))
+                        .collect();
+                    let info = log.append(records, ProducerInfo::default()).await?;
+                    Ok::<_, BrokerError>((partition as u32, info.base_offset, indexes))
+                }
+            });
+        for result in futures_util::future::join_all(appends).await {
+            let (partition, base_offset, indexes) = result?;
+            for (position, index) in indexes.into_iter().enumerate() {
+                offsets[index] = (partition, base_offset + position as u64);
+            }
+        }
+        Ok(offsets)
+    }
+
+    /// Fetches messages of one partition from `offset`, waiting up to
+    /// `limits.wait` when none is readable yet.
+    pub async fn fetch(
+        &self,
+        principal: &Principal,
+        name: &str,
+        partition: u32,
+        offset: Option<u64>,
+        limits: FetchLimits,
+    ) -> Result<FetchResult> {
+        let topic = self.open_topic(principal, name, Some(Permission::Consume))?;
+        let log = topic.partitions.get(partition as usize).ok_or_else(|| {
+            BrokerError::invalid(
+                "partition",
+                format!(
+                    "topic `{name}` has partitions 0 to {}",
+                    topic.partitions.len() - 1
+                ),
+            )
+        })?;
+        let offset = offset.unwrap_or_else(|| log.log_start_offset());
+        let deadline = Instant::now() + limits.wait;
+        loop {
+            let notified = topic.appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let high_watermark = log.high_watermark();
+            let log_start_offset = log.log_start_offset();
+            if offset < log_start_offset || offset > high_watermark {
+                return Err(BrokerError::OffsetOutOfRange {
+                    partition,
+                    offset,
+                    log_start_offset,
+                    high_watermark,
+                });
+            }
+            if offset < high_watermark {
+                let messages = read_messages(log, partition, offset, limits)?;
+                let next_offset = messages.last().map_or(offset, |message| message.offset + 1);
+                return Ok(FetchResult {
+                    messages,
+                    next_offset,
+                    high_watermark,
+                });
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Ok(FetchResult { messages: Vec::new(), next_offset: offset, high_watermark });
+                }
+            }
+        }
+    }
+
+    /// Checks message sizes against the configured maximum.
+    pub(crate) fn check_messages(&self, messages: &[NewMessage]) -> Result<()> {
+        if messages.is_empty() {
+            return Err(BrokerError::invalid(
+                "messages",
+                "must contain at least one message",
+            ));
+        }
+        let max = self.config.max_message_bytes;
+        for (index, message) in messages.iter().enumerate() {
+            if message.value_len() > max {
+                return Err(BrokerError::TooLarge {
+                    what: format!("messages[{index}].value"),
+                    size: message.value_len(),
+                    max,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The topic `name` if `principal` may see it and, when given, holds
+    /// `permission` on it.
+    pub(crate) fn open_topic(
+        &self,
+        principal: &Principal,
+        name: &str,
+        permission: Option<Permission>,
+    ) -> Result<Arc<Topic>> {
+        {
+            let catalog = read_lock(&self.catalog);
+            Broker::authorize(
+                catalog.topic(name),
+                "topic",
+                name,
+                &principal.username,
+                permission,
+            )?;
+        }
+        read_lock(&self.topics)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::NotFound {
+                kind: "topic",
+                name: name.to_string(),
+            })
+    }
+
+    fn topic_view(&self, topic: &Topic) -> TopicView {
+        let partitions = topic
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(partition, log)| PartitionView {
+                partition: partition as u32,
+                start_offset: log.log_start_offset(),
+                end_offset: log.high_watermark(),
+            })
+            .collect();
+        let subscriptions = read_lock(&self.catalog)
+            .subscriptions_of(&topic.spec.name)
+            .map(|spec| spec.name.clone())
+            .collect();
+        TopicView {
+            spec: topic.spec.clone(),
+            partitions,
+            subscriptions,
+        }
+    }
+}
+
+/// Reads up to `limits.max_messages` messages from `offset` on.
+pub(crate) fn read_messages(
+    log: &crate::broker::DurableLog,
+    partition: u32,
+    offset: u64,
+    limits: FetchLimits,
+) -> Result<Vec<Message>> {
+    let batches = log.read(offset, limits.max_bytes)?;
+    let messages = batches
+        .into_iter()
+        .flat_map(|batch| batch.records)
+        .filter(|record| record.offset >= offset)
+        .take(limits.max_messages)
+        .map(|record| Message::from_record(partition, record))
+        .collect();
+    Ok(messages)
+}
+
+fn reject_unsupported(field: &str, given: bool) -> Result<()> {
+    if given {
+        return Err(BrokerError::invalid(
+            field,
+            "is not supported by this broker version yet; leave it out",
+        ));
+    }
+    Ok(())
+}
