@@ -110,10 +110,53 @@ fn bearer_token(header: Option<&str>) -> Result<&str, ApiError> {
     Ok(token)
 }
 
-/// A filter for a JSON request body of at most `max_request_bytes`.
+/// A filter for a request body of at most `max_request_bytes`. A body
+/// without a Content-Length header (chunked, or none at all) is read up to
+/// the same limit.
 fn body(context: &Context) -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
-    warp::body::content_length_limit(context.broker.config().max_request_bytes as u64)
-        .and(warp::body::bytes())
+    let max = context.broker.config().max_request_bytes;
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(move |length: Option<u64>, stream| async move {
+            read_body(length, stream, max)
+                .await
+                .map_err(warp::reject::custom)
+        })
+}
+
+async fn read_body<S, B>(length: Option<u64>, stream: S, max: usize) -> Result<Bytes, ApiError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use futures_util::StreamExt;
+
+    let too_large = |size: u64| ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        code: "too_large",
+        message: format!("request body is {size} bytes, the maximum is {max} (max_request_bytes)"),
+    };
+    if let Some(length) = length {
+        if length > max as u64 {
+            return Err(too_large(length));
+        }
+    }
+    let mut body = bytes::BytesMut::with_capacity(length.unwrap_or(0) as usize);
+    futures_util::pin_mut!(stream);
+    while let Some(chunk) = stream.next().await {
+        let mut chunk =
+            chunk.map_err(|err| ApiError::invalid("body", format!("failed to read: {err}")))?;
+        if body.len() + chunk.remaining() > max {
+            return Err(too_large((body.len() + chunk.remaining()) as u64));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            body.extend_from_slice(part);
+            let read = part.len();
+            chunk.advance(read);
+        }
+    }
+    Ok(body.freeze())
 }
 
 /// A filter for the raw query string, empty when there is none.

@@ -175,13 +175,15 @@ async fn next_frame(
         };
         match serde_json::from_str::<ClientFrame>(text) {
             Ok(frame) => return Ok(Some(frame)),
-            Err(err) => send_error(
-                sink,
-                format!(
+            Err(err) => {
+                send_error(
+                    sink,
+                    format!(
                     "invalid frame: {err}; expected {{\"type\":\"credit\",\"n\":N}}, ack or nack"
                 ),
-            )
-            .await?,
+                )
+                .await?
+            }
         }
     }
 }
