@@ -22,9 +22,8 @@ pub struct BrokerProcess {
 }
 
 impl BrokerProcess {
-    /// Starts a broker on a free loopback port with `data_dir`. Extra
-    /// arguments go after the defaults (`--fsync never`, few password
-    /// iterations) and override them.
+    /// Starts a broker on a free loopback port with `data_dir`, few password
+    /// iterations and `--fsync never` unless `extra_args` name `--fsync`.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> BrokerProcess {
         let extra_args: Vec<String> = extra_args.iter().map(|arg| arg.to_string()).collect();
         let (child, url) = spawn(data_dir, &extra_args);
@@ -76,12 +75,18 @@ fn send_sigterm(pid: u32) {
 }
 
 fn spawn(data_dir: &Path, extra_args: &[String]) -> (Child, String) {
+    // Tests that do not test durability skip the fsync cost.
+    let default_fsync: &[&str] = if extra_args.iter().any(|arg| arg == "--fsync") {
+        &[]
+    } else {
+        &["--fsync", "never"]
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--fsync", "never"])
-        .args(["--password-iterations", "1000"])
+        .args(["--listen", "127.0.0.1:0", "--password-iterations", "1000"])
+        .args(default_fsync)
         .args(extra_args)
         .env("FERRY_LOG", "warn")
         .stdout(Stdio::piped())
