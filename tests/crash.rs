@@ -55,20 +55,43 @@ async fn sigkill_loses_no_acknowledged_message() {
     let seed = std::env::var("FERRY_CRASH_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     eprintln!("crash test seed {seed}");
     let mut random = Random(seed);
 
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = BrokerProcess::start(dir.path(), &["--fsync", "always", "--segment-bytes", "65536"]);
+    let mut broker = BrokerProcess::start(
+        dir.path(),
+        &["--fsync", "always", "--segment-bytes", "65536"],
+    );
     let setup = Api::user(&broker.url, "crasher").await;
     setup
-        .post_expect("/v1/topics", json!({"name": "events", "partitions": PARTITIONS}), StatusCode::CREATED)
+        .post_expect(
+            "/v1/topics",
+            json!({"name": "events", "partitions": PARTITIONS}),
+            StatusCode::CREATED,
+        )
         .await;
     setup
-        .post_expect("/v1/topics/events/subscriptions", json!({"name": "sub", "start": "earliest"}), StatusCode::CREATED)
+        .post_expect(
+            "/v1/topics/events/subscriptions",
+            json!({"name": "sub", "start": "earliest"}),
+            StatusCode::CREATED,
+        )
         .await;
-    setup.post_expect("/v1/queues", json!({"name": "jobs"}), StatusCode::CREATED).await;
+    setup
+        .post_expect(
+            "/v1/queues",
+            json!({"name": "jobs", "visibility_timeout_ms": 2000}),
+            StatusCode::CREATED,
+        )
+        .await;
     let token = setup.token.clone();
 
     let url = Arc::new(Mutex::new(broker.url.clone()));
@@ -95,7 +118,10 @@ async fn sigkill_loses_no_acknowledged_message() {
     broker.kill();
     broker.restart();
 
-    let api = Api { token, ..Api::new(&broker.url) };
+    let api = Api {
+        token,
+        ..Api::new(&broker.url)
+    };
     let acknowledged = acknowledged.lock().unwrap();
     eprintln!(
         "acknowledged: {} publishes, {} queue sends, {} queue acks",
@@ -103,7 +129,10 @@ async fn sigkill_loses_no_acknowledged_message() {
         acknowledged.queue_sent.len(),
         acknowledged.queue_acked.len()
     );
-    assert!(acknowledged.published.len() > 100, "the producer made too little progress to test anything");
+    assert!(
+        acknowledged.published.len() > 100,
+        "the producer made too little progress to test anything"
+    );
     check_topic(&api, &acknowledged).await;
     check_commits(&api, &acknowledged).await;
     check_queue(&api, &acknowledged).await;
@@ -119,47 +148,109 @@ async fn run_clients(
     let mut random = Random(seed | 1);
     let mut sequence = 0u64;
     let mut queue_sequence = 1_000_000_000u64;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let mut round = 0u64;
     while !stop.load(Ordering::SeqCst) {
         round += 1;
-        let api = Api { http: http.clone(), url: url.lock().unwrap().clone(), token: token.clone() };
+        let api = Api {
+            http: http.clone(),
+            url: url.lock().unwrap().clone(),
+            token: token.clone(),
+        };
 
         // Publish a batch of 1 to 20 numbered messages.
         let count = 1 + random.below(20);
         let sequences: Vec<u64> = (sequence..sequence + count).collect();
         sequence += count;
         acknowledged.lock().unwrap().attempted.extend(&sequences);
-        let messages: Vec<Value> = sequences.iter().map(|s| json!({"value": {"seq": s}, "key": format!("k{}", s % 7)})).collect();
-        if let Some(body) = try_call(&api, Method::POST, "/v1/topics/events/messages", json!({ "messages": messages })).await {
+        let messages: Vec<Value> = sequences
+            .iter()
+            .map(|s| json!({"value": {"seq": s}, "key": format!("k{}", s % 7)}))
+            .collect();
+        if let Some(body) = try_call(
+            &api,
+            Method::POST,
+            "/v1/topics/events/messages",
+            json!({ "messages": messages }),
+        )
+        .await
+        {
             let mut acknowledged = acknowledged.lock().unwrap();
             for (entry, seq) in body["offsets"].as_array().unwrap().iter().zip(&sequences) {
-                let key = (entry["partition"].as_u64().unwrap(), entry["offset"].as_u64().unwrap());
-                assert!(acknowledged.published.insert(key, *seq).is_none(), "offset {key:?} acknowledged twice");
+                let key = (
+                    entry["partition"].as_u64().unwrap(),
+                    entry["offset"].as_u64().unwrap(),
+                );
+                assert!(
+                    acknowledged.published.insert(key, *seq).is_none(),
+                    "offset {key:?} acknowledged twice"
+                );
             }
         }
 
         // Send to the queue.
         let queue_values: Vec<u64> = (queue_sequence..queue_sequence + 3).collect();
         queue_sequence += 3;
-        acknowledged.lock().unwrap().queue_attempted.extend(&queue_values);
+        acknowledged
+            .lock()
+            .unwrap()
+            .queue_attempted
+            .extend(&queue_values);
         let messages: Vec<Value> = queue_values.iter().map(|v| json!({ "value": v })).collect();
-        if try_call(&api, Method::POST, "/v1/queues/jobs/messages", json!({ "messages": messages })).await.is_some() {
-            acknowledged.lock().unwrap().queue_sent.extend(&queue_values);
+        if try_call(
+            &api,
+            Method::POST,
+            "/v1/queues/jobs/messages",
+            json!({ "messages": messages }),
+        )
+        .await
+        .is_some()
+        {
+            acknowledged
+                .lock()
+                .unwrap()
+                .queue_sent
+                .extend(&queue_values);
         }
 
         // Every other round: receive and ack from the queue.
         if round % 2 == 0 {
-            if let Some(body) = try_call(&api, Method::POST, "/v1/queues/jobs/receive", json!({"max_messages": 4})).await {
+            if let Some(body) = try_call(
+                &api,
+                Method::POST,
+                "/v1/queues/jobs/receive",
+                json!({"max_messages": 4}),
+            )
+            .await
+            {
                 let messages = body["messages"].as_array().unwrap().clone();
                 let ids: Vec<Value> = messages.iter().map(|m| m["id"].clone()).collect();
                 let values: HashMap<String, u64> = messages
                     .iter()
-                    .map(|m| (m["id"].as_str().unwrap().to_string(), m["value"].as_u64().unwrap()))
+                    .map(|m| {
+                        (
+                            m["id"].as_str().unwrap().to_string(),
+                            m["value"].as_u64().unwrap(),
+                        )
+                    })
                     .collect();
                 if !ids.is_empty() {
-                    acknowledged.lock().unwrap().queue_ack_unknown.extend(values.values());
-                    if let Some(body) = try_call(&api, Method::POST, "/v1/queues/jobs/ack", json!({ "ids": ids })).await {
+                    acknowledged
+                        .lock()
+                        .unwrap()
+                        .queue_ack_unknown
+                        .extend(values.values());
+                    if let Some(body) = try_call(
+                        &api,
+                        Method::POST,
+                        "/v1/queues/jobs/ack",
+                        json!({ "ids": ids }),
+                    )
+                    .await
+                    {
                         let mut acknowledged = acknowledged.lock().unwrap();
                         for id in body["acked"].as_array().unwrap() {
                             let value = values[id.as_str().unwrap()];
@@ -183,9 +274,15 @@ async fn run_clients(
                     *entry = (*entry).max(offset);
                 }
                 if !next.is_empty() {
-                    let offsets: Vec<Value> = next.iter().map(|(p, o)| json!({"partition": p, "offset": o})).collect();
+                    let offsets: Vec<Value> = next
+                        .iter()
+                        .map(|(p, o)| json!({"partition": p, "offset": o}))
+                        .collect();
                     let path = "/v1/topics/events/subscriptions/sub/offsets";
-                    if try_call(&api, Method::POST, path, json!({ "offsets": offsets })).await.is_some() {
+                    if try_call(&api, Method::POST, path, json!({ "offsets": offsets }))
+                        .await
+                        .is_some()
+                    {
                         let mut acknowledged = acknowledged.lock().unwrap();
                         for (partition, offset) in next {
                             let entry = acknowledged.committed.entry(partition).or_insert(0);
@@ -217,7 +314,11 @@ async fn try_call(api: &Api, method: Method, path: &str, body: Value) -> Option<
     };
     let status = response.status();
     let text = response.bytes().await.ok()?;
-    assert!(status.is_success(), "{path} failed with {status}: {}", String::from_utf8_lossy(&text));
+    assert!(
+        status.is_success(),
+        "{path} failed with {status}: {}",
+        String::from_utf8_lossy(&text)
+    );
     if text.is_empty() {
         return Some(Value::Null);
     }
@@ -236,13 +337,25 @@ async fn check_topic(api: &Api, acknowledged: &Acknowledged) {
             for message in body["messages"].as_array().unwrap() {
                 let at = message["offset"].as_u64().unwrap();
                 let sequence = message["value"]["seq"].as_u64().unwrap();
-                assert!(acknowledged.attempted.contains(&sequence), "message {sequence} was never sent");
-                assert!(seen_sequences.insert(sequence), "message {sequence} stored twice");
+                assert!(
+                    acknowledged.attempted.contains(&sequence),
+                    "message {sequence} was never sent"
+                );
+                assert!(
+                    seen_sequences.insert(sequence),
+                    "message {sequence} stored twice"
+                );
                 if let Some(expected) = acknowledged.published.get(&(partition, at)) {
-                    assert_eq!(sequence, *expected, "acknowledged offset {partition}/{at} holds another message");
+                    assert_eq!(
+                        sequence, *expected,
+                        "acknowledged offset {partition}/{at} holds another message"
+                    );
                 }
                 if let Some(last) = last_sequence {
-                    assert!(sequence > last, "partition {partition} out of order at offset {at}");
+                    assert!(
+                        sequence > last,
+                        "partition {partition} out of order at offset {at}"
+                    );
                 }
                 last_sequence = Some(sequence);
             }
@@ -257,25 +370,34 @@ async fn check_topic(api: &Api, acknowledged: &Acknowledged) {
         .iter()
         .filter(|(_, sequence)| !seen_sequences.contains(sequence))
         .collect();
-    assert!(missing.is_empty(), "acknowledged messages lost: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged messages lost: {missing:?}"
+    );
 }
 
 async fn check_commits(api: &Api, acknowledged: &Acknowledged) {
     let listed = api.get_ok("/v1/topics/events/subscriptions").await;
-    let committed = listed["subscriptions"][0]["committed"].as_array().unwrap().clone();
+    let committed = listed["subscriptions"][0]["committed"]
+        .as_array()
+        .unwrap()
+        .clone();
     for (partition, offset) in &acknowledged.committed {
         let stored = committed
             .iter()
             .find(|entry| entry["partition"] == *partition)
             .and_then(|entry| entry["offset"].as_u64())
             .unwrap();
-        assert!(stored >= *offset, "partition {partition}: committed {offset}, broker has {stored}");
+        assert!(
+            stored >= *offset,
+            "partition {partition}: committed {offset}, broker has {stored}"
+        );
     }
 }
 
 async fn check_queue(api: &Api, acknowledged: &Acknowledged) {
-    // Leases taken before the last kill may still run; wait them out with
-    // short visibility by receiving until the queue stays empty.
+    // Leases taken before the last kill end within the queue's 2 s
+    // visibility timeout; receive until nothing is left or in flight.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut received = HashSet::new();
     let mut empty = 0;
@@ -289,8 +411,6 @@ async fn check_queue(api: &Api, acknowledged: &Acknowledged) {
             .await;
         let messages = body["messages"].as_array().unwrap();
         if messages.is_empty() {
-            // Messages leased before the kill come back when their lease
-            // (30 s by default) ends; stop early once nothing is in flight.
             if api.get_ok("/v1/queues/jobs").await["in_flight"] == 0 {
                 empty += 1;
             }
@@ -300,11 +420,21 @@ async fn check_queue(api: &Api, acknowledged: &Acknowledged) {
         let ids: Vec<Value> = messages.iter().map(|m| m["id"].clone()).collect();
         for message in messages {
             let value = message["value"].as_u64().unwrap();
-            assert!(acknowledged.queue_attempted.contains(&value), "queue message {value} was never sent");
-            assert!(!acknowledged.queue_acked.contains(&value), "acked queue message {value} came back");
-            assert!(received.insert(value), "queue message {value} delivered twice in the drain");
+            assert!(
+                acknowledged.queue_attempted.contains(&value),
+                "queue message {value} was never sent"
+            );
+            assert!(
+                !acknowledged.queue_acked.contains(&value),
+                "acked queue message {value} came back"
+            );
+            assert!(
+                received.insert(value),
+                "queue message {value} delivered twice in the drain"
+            );
         }
-        api.post_expect("/v1/queues/jobs/ack", json!({ "ids": ids }), StatusCode::OK).await;
+        api.post_expect("/v1/queues/jobs/ack", json!({ "ids": ids }), StatusCode::OK)
+            .await;
     }
     let lost: Vec<_> = acknowledged
         .queue_sent
@@ -315,5 +445,8 @@ async fn check_queue(api: &Api, acknowledged: &Acknowledged) {
                 && !received.contains(value)
         })
         .collect();
-    assert!(lost.is_empty(), "acknowledged queue messages lost: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "acknowledged queue messages lost: {lost:?}"
+    );
 }

@@ -20,8 +20,12 @@ async fn connect(api: &Api, path: &str) -> Socket {
     let url = format!("{}{path}", api.url.replacen("http", "ws", 1));
     let mut request = url.into_client_request().unwrap();
     let header = format!("Bearer {}", api.token.as_deref().unwrap());
-    request.headers_mut().insert("authorization", header.parse().unwrap());
-    let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("websocket connects");
+    request
+        .headers_mut()
+        .insert("authorization", header.parse().unwrap());
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket connects");
     socket
 }
 
@@ -32,7 +36,10 @@ async fn send(socket: &mut Socket, frame: Value) {
 /// The next JSON frame, or `None` if none arrives within `wait`.
 async fn next_frame(socket: &mut Socket, wait: Duration) -> Option<Value> {
     loop {
-        let message = tokio::time::timeout(wait, socket.next()).await.ok()??.ok()?;
+        let message = tokio::time::timeout(wait, socket.next())
+            .await
+            .ok()??
+            .ok()?;
         if let Message::Text(text) = message {
             return Some(serde_json::from_str(&text).unwrap());
         }
@@ -54,7 +61,8 @@ async fn messages(socket: &mut Socket, count: usize, quiet: Duration) -> Vec<Val
 
 async fn publish(api: &Api, path: &str, values: std::ops::Range<u64>) {
     let messages: Vec<Value> = values.map(|n| json!({ "value": n })).collect();
-    api.post_expect(path, json!({ "messages": messages }), StatusCode::OK).await;
+    api.post_expect(path, json!({ "messages": messages }), StatusCode::OK)
+        .await;
 }
 
 #[tokio::test]
@@ -62,7 +70,8 @@ async fn queue_stream_respects_credits() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &[]);
     let api = Api::user(&broker.url, "pusher").await;
-    api.post_expect("/v1/queues", json!({"name": "work"}), StatusCode::CREATED).await;
+    api.post_expect("/v1/queues", json!({"name": "work"}), StatusCode::CREATED)
+        .await;
 
     let mut socket = connect(&api, "/v1/queues/work/stream").await;
     send(&mut socket, json!({"type": "credit", "n": 5})).await;
@@ -75,7 +84,9 @@ async fn queue_stream_respects_credits() {
 
     let ids: Vec<Value> = first.iter().map(|m| m["id"].clone()).collect();
     send(&mut socket, json!({"type": "ack", "ids": ids})).await;
-    let acked = next_frame(&mut socket, Duration::from_secs(5)).await.unwrap();
+    let acked = next_frame(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(acked["type"], "acked");
     assert_eq!(acked["acked"].as_array().unwrap().len(), 5);
 
@@ -84,13 +95,20 @@ async fn queue_stream_respects_credits() {
     assert_eq!(rest.len(), 15);
     let ids: Vec<Value> = rest.iter().map(|m| m["id"].clone()).collect();
     send(&mut socket, json!({"type": "ack", "ids": ids})).await;
-    let acked = next_frame(&mut socket, Duration::from_secs(5)).await.unwrap();
+    let acked = next_frame(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(acked["acked"].as_array().unwrap().len(), 15);
     assert_eq!(api.get_ok("/v1/queues/work").await["depth"], 0);
 
     // A bad frame gets an error frame, and the stream stays usable.
-    socket.send(Message::text("{\"type\":\"credit\"}")).await.unwrap();
-    let error = next_frame(&mut socket, Duration::from_secs(5)).await.unwrap();
+    socket
+        .send(Message::text("{\"type\":\"credit\"}"))
+        .await
+        .unwrap();
+    let error = next_frame(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(error["type"], "error");
     send(&mut socket, json!({"type": "credit", "n": 1})).await;
     publish(&api, "/v1/queues/work/messages", 100..101).await;
@@ -103,7 +121,8 @@ async fn closed_queue_stream_returns_unacked() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &[]);
     let api = Api::user(&broker.url, "closer").await;
-    api.post_expect("/v1/queues", json!({"name": "tasks"}), StatusCode::CREATED).await;
+    api.post_expect("/v1/queues", json!({"name": "tasks"}), StatusCode::CREATED)
+        .await;
     publish(&api, "/v1/queues/tasks/messages", 0..3).await;
 
     let mut socket = connect(&api, "/v1/queues/tasks/stream").await;
@@ -119,7 +138,11 @@ async fn closed_queue_stream_returns_unacked() {
     let mut redelivered = Vec::new();
     for _ in 0..50 {
         let body = api
-            .post_expect("/v1/queues/tasks/receive", json!({"max_messages": 10, "wait_ms": 100}), StatusCode::OK)
+            .post_expect(
+                "/v1/queues/tasks/receive",
+                json!({"max_messages": 10, "wait_ms": 100}),
+                StatusCode::OK,
+            )
             .await;
         redelivered.extend(body["messages"].as_array().unwrap().clone());
         if redelivered.len() == 3 {
@@ -135,14 +158,29 @@ async fn subscription_stream_gets_everything_after_connect() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &[]);
     let api = Api::user(&broker.url, "reader").await;
-    api.post_expect("/v1/topics", json!({"name": "feed", "partitions": 3}), StatusCode::CREATED).await;
+    api.post_expect(
+        "/v1/topics",
+        json!({"name": "feed", "partitions": 3}),
+        StatusCode::CREATED,
+    )
+    .await;
     publish(&api, "/v1/topics/feed/messages", 0..5).await;
-    api.post_expect("/v1/topics/feed/subscriptions", json!({"name": "live"}), StatusCode::CREATED).await;
+    api.post_expect(
+        "/v1/topics/feed/subscriptions",
+        json!({"name": "live"}),
+        StatusCode::CREATED,
+    )
+    .await;
 
     let mut socket = connect(&api, "/v1/topics/feed/subscriptions/live/stream").await;
     send(&mut socket, json!({"type": "credit", "n": 10})).await;
     for batch in 0..6 {
-        publish(&api, "/v1/topics/feed/messages", (100 + batch * 10)..(110 + batch * 10)).await;
+        publish(
+            &api,
+            "/v1/topics/feed/messages",
+            (100 + batch * 10)..(110 + batch * 10),
+        )
+        .await;
     }
     let first = messages(&mut socket, 60, Duration::from_millis(700)).await;
     assert_eq!(first.len(), 10, "never more than the credits granted");
@@ -150,10 +188,17 @@ async fn subscription_stream_gets_everything_after_connect() {
     let rest = messages(&mut socket, 50, Duration::from_secs(5)).await;
     assert_eq!(rest.len(), 50);
 
-    let mut values: Vec<u64> = first.iter().chain(&rest).map(|m| m["value"].as_u64().unwrap()).collect();
+    let mut values: Vec<u64> = first
+        .iter()
+        .chain(&rest)
+        .map(|m| m["value"].as_u64().unwrap())
+        .collect();
     values.sort_unstable();
     let expected: Vec<u64> = (100..160).collect();
-    assert_eq!(values, expected, "exactly the messages published after the subscription");
+    assert_eq!(
+        values, expected,
+        "exactly the messages published after the subscription"
+    );
 
     // Acks commit offset + 1 per partition.
     let mut last: std::collections::BTreeMap<u64, u64> = Default::default();
@@ -163,14 +208,25 @@ async fn subscription_stream_gets_everything_after_connect() {
         let entry = last.entry(partition).or_insert(0);
         *entry = (*entry).max(offset);
     }
-    let offsets: Vec<Value> = last.iter().map(|(p, o)| json!({"partition": p, "offset": o})).collect();
+    let offsets: Vec<Value> = last
+        .iter()
+        .map(|(p, o)| json!({"partition": p, "offset": o}))
+        .collect();
     send(&mut socket, json!({"type": "ack", "offsets": offsets})).await;
-    let acked = next_frame(&mut socket, Duration::from_secs(5)).await.unwrap();
+    let acked = next_frame(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(acked["type"], "acked");
     let listed = api.get_ok("/v1/topics/feed/subscriptions").await;
-    let committed: Vec<Value> = listed["subscriptions"][0]["committed"].as_array().unwrap().clone();
+    let committed: Vec<Value> = listed["subscriptions"][0]["committed"]
+        .as_array()
+        .unwrap()
+        .clone();
     for (partition, offset) in last {
-        let entry = committed.iter().find(|c| c["partition"] == partition).unwrap();
+        let entry = committed
+            .iter()
+            .find(|c| c["partition"] == partition)
+            .unwrap();
         assert_eq!(entry["offset"].as_u64().unwrap(), offset + 1);
     }
 }

@@ -52,7 +52,9 @@ fn load(path: &Path, json_lines: bool) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_data_round_trips() {
-    let Some(data) = common::data_dir() else { return };
+    let Some(data) = common::data_dir() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--fsync", "always"]);
     let api = Api::user(&broker.url, "loader").await;
@@ -62,15 +64,20 @@ async fn real_data_round_trips() {
         assert!(!values.is_empty(), "{file} is empty");
         let topic = format!("data-{index}");
         let queue = format!("queue-{index}");
-        api.post_expect("/v1/topics", json!({"name": topic, "partitions": PARTITIONS}), StatusCode::CREATED)
-            .await;
+        api.post_expect(
+            "/v1/topics",
+            json!({"name": topic, "partitions": PARTITIONS}),
+            StatusCode::CREATED,
+        )
+        .await;
         api.post_expect(
             &format!("/v1/topics/{topic}/subscriptions"),
             json!({"name": "all", "start": "earliest"}),
             StatusCode::CREATED,
         )
         .await;
-        api.post_expect("/v1/queues", json!({"name": queue}), StatusCode::CREATED).await;
+        api.post_expect("/v1/queues", json!({"name": queue}), StatusCode::CREATED)
+            .await;
 
         let placed = publish_all(&api, &format!("/v1/topics/{topic}/messages"), &values).await;
         publish_all(&api, &format!("/v1/queues/{queue}/messages"), &values).await;
@@ -86,22 +93,32 @@ async fn real_data_round_trips() {
 async fn publish_all(api: &Api, path: &str, values: &[Value]) -> Vec<(u64, u64)> {
     let mut placed = Vec::with_capacity(values.len());
     for chunk in values.chunks(BATCH) {
-        let messages: Vec<Value> = chunk.iter().map(|value| json!({ "value": value })).collect();
-        let body = api.post_expect(path, json!({ "messages": messages }), StatusCode::OK).await;
+        let messages: Vec<Value> = chunk
+            .iter()
+            .map(|value| json!({ "value": value }))
+            .collect();
+        let body = api
+            .post_expect(path, json!({ "messages": messages }), StatusCode::OK)
+            .await;
         let offsets = body["offsets"].as_array().unwrap();
         assert_eq!(offsets.len(), chunk.len());
-        placed.extend(
-            offsets
-                .iter()
-                .map(|entry| (entry["partition"].as_u64().unwrap(), entry["offset"].as_u64().unwrap())),
-        );
+        placed.extend(offsets.iter().map(|entry| {
+            (
+                entry["partition"].as_u64().unwrap(),
+                entry["offset"].as_u64().unwrap(),
+            )
+        }));
     }
     placed
 }
 
 async fn check_by_offset(api: &Api, topic: &str, values: &[Value], placed: &[(u64, u64)]) {
     let expected: HashMap<(u64, u64), &Value> = placed.iter().copied().zip(values).collect();
-    assert_eq!(expected.len(), values.len(), "every message got its own offset");
+    assert_eq!(
+        expected.len(),
+        values.len(),
+        "every message got its own offset"
+    );
     let mut seen = 0usize;
     for partition in 0..PARTITIONS {
         let mut offset = 0u64;
@@ -112,7 +129,9 @@ async fn check_by_offset(api: &Api, topic: &str, values: &[Value], placed: &[(u6
             for (position, message) in messages.iter().enumerate() {
                 let key = (partition, message["offset"].as_u64().unwrap());
                 assert_eq!(key.1, offset + position as u64, "offsets are dense");
-                let sent = expected.get(&key).unwrap_or_else(|| panic!("unexpected message at {key:?}"));
+                let sent = expected
+                    .get(&key)
+                    .unwrap_or_else(|| panic!("unexpected message at {key:?}"));
                 assert_eq!(&message["value"], *sent, "value at {key:?}");
                 assert_eq!(message["producer"], "loader");
                 seen += 1;
@@ -123,13 +142,18 @@ async fn check_by_offset(api: &Api, topic: &str, values: &[Value], placed: &[(u6
             }
         }
     }
-    assert_eq!(seen, values.len(), "every message read back by offset exactly once");
+    assert_eq!(
+        seen,
+        values.len(),
+        "every message read back by offset exactly once"
+    );
 }
 
 async fn check_subscription(api: &Api, topic: &str, values: &[Value]) {
     let mut remaining = multiset(values);
     let mut received = 0usize;
-    let path = format!("/v1/topics/{topic}/subscriptions/all/messages?max_messages=1000&wait_ms=1000");
+    let path =
+        format!("/v1/topics/{topic}/subscriptions/all/messages?max_messages=1000&wait_ms=1000");
     let mut empty_pulls = 0;
     while received < values.len() && empty_pulls < 3 {
         let body = api.get_ok(&path).await;
@@ -147,7 +171,10 @@ async fn check_subscription(api: &Api, topic: &str, values: &[Value]) {
             let entry = commits.entry(partition).or_insert(next);
             *entry = (*entry).max(next);
         }
-        let offsets: Vec<Value> = commits.iter().map(|(p, o)| json!({"partition": p, "offset": o})).collect();
+        let offsets: Vec<Value> = commits
+            .iter()
+            .map(|(p, o)| json!({"partition": p, "offset": o}))
+            .collect();
         let (status, body) = api
             .call(
                 reqwest::Method::POST,
@@ -157,7 +184,11 @@ async fn check_subscription(api: &Api, topic: &str, values: &[Value]) {
             .await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     }
-    assert_eq!(received, values.len(), "subscription delivered every message once");
+    assert_eq!(
+        received,
+        values.len(),
+        "subscription delivered every message once"
+    );
     assert!(remaining.is_empty());
 }
 
@@ -178,7 +209,11 @@ async fn check_queue(api: &Api, queue: &str, values: &[Value]) {
             take(&mut remaining, value);
         }
     }
-    assert!(remaining.is_empty(), "{} messages never came out of the queue", remaining.len());
+    assert!(
+        remaining.is_empty(),
+        "{} messages never came out of the queue",
+        remaining.len()
+    );
     assert_eq!(per_consumer.iter().sum::<usize>(), values.len());
     let described = api.get_ok(&format!("/v1/queues/{queue}")).await;
     assert_eq!(described["depth"], 0);
@@ -204,9 +239,16 @@ async fn drain(api: &Api, queue: &str) -> Vec<Value> {
         }
         empty = 0;
         let ids: Vec<Value> = messages.iter().map(|m| m["id"].clone()).collect();
-        assert!(messages.iter().all(|m| m["delivery_count"] == 1), "no redelivery expected");
+        assert!(
+            messages.iter().all(|m| m["delivery_count"] == 1),
+            "no redelivery expected"
+        );
         let acked = api
-            .post_expect(&format!("/v1/queues/{queue}/ack"), json!({ "ids": ids }), StatusCode::OK)
+            .post_expect(
+                &format!("/v1/queues/{queue}/ack"),
+                json!({ "ids": ids }),
+                StatusCode::OK,
+            )
             .await;
         assert_eq!(acked["failed"], json!([]));
         got.extend(messages.iter().map(|m| m["value"].clone()));

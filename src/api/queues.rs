@@ -12,7 +12,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::api::request::parse_json;
-use crate::api::wire::{deliveries_json, MessagesIn};
+use crate::api::wire::{deliveries_json, offsets_json, MessagesIn};
 use crate::api::{
     authenticated, body, json, no_content, raw_json, respond, rfc3339_ms, with_context, Context,
 };
@@ -130,11 +130,9 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
                     let bytes: usize = messages.iter().map(|m| m.value_len()).sum();
                     let offsets = context.broker.send(&principal, &name, messages).await?;
                     context.metrics.count_published(count, bytes as u64);
-                    let offsets: Vec<Value> = offsets
-                        .iter()
-                        .map(|offset| json_value!({ "partition": 0, "offset": offset }))
-                        .collect();
-                    Ok(json(StatusCode::OK, &json_value!({ "offsets": offsets })))
+                    let offsets: Vec<(u32, u64)> =
+                        offsets.into_iter().map(|offset| (0, offset)).collect();
+                    Ok(raw_json(StatusCode::OK, offsets_json(&offsets)))
                 })
             },
         );

@@ -11,6 +11,10 @@ use crate::api::error::ApiError;
 
 /// Parses a JSON body into `T`. Errors name the JSON path of the field
 /// (for example `messages[2].key`) and what was wrong with it.
+///
+/// The body is parsed once without path tracking, which is the fast path
+/// every valid request takes; only a failed parse runs again with
+/// `serde_path_to_error` to find the path for the message.
 pub fn parse_json<'de, T: Deserialize<'de>>(body: &'de Bytes) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::invalid(
@@ -18,21 +22,31 @@ pub fn parse_json<'de, T: Deserialize<'de>>(body: &'de Bytes) -> Result<T, ApiEr
             "request body is empty; expected a JSON object",
         ));
     }
+    match serde_json::from_slice(body) {
+        Ok(value) => Ok(value),
+        Err(err) => Err(describe_parse_error::<T>(body, err)),
+    }
+}
+
+fn describe_parse_error<'de, T: Deserialize<'de>>(
+    body: &'de Bytes,
+    plain: serde_json::Error,
+) -> ApiError {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        let field = if path == "." {
-            "body".to_string()
-        } else {
-            path
-        };
-        ApiError::invalid(&field, inner)
-    })?;
-    deserializer.end().map_err(|err| {
-        ApiError::invalid("body", format!("trailing data after the JSON value: {err}"))
-    })?;
-    Ok(value)
+    match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Err(err) => {
+            let path = err.path().to_string();
+            let field = if path == "." {
+                "body".to_string()
+            } else {
+                path
+            };
+            ApiError::invalid(&field, err.into_inner())
+        }
+        // Only trailing data after a valid value fails the plain parse but
+        // not this one.
+        Ok(_) => ApiError::invalid("body", plain),
+    }
 }
 
 /// A parsed query string; each getter checks one parameter, and

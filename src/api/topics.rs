@@ -12,7 +12,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::api::request::{parse_json, Query};
-use crate::api::wire::{messages_json, MessagesIn};
+use crate::api::wire::{messages_json, offsets_json, MessagesIn};
 use crate::api::{
     authenticated, body, json, no_content, path_number, query, raw_json, respond, rfc3339_ms,
     with_context, Context,
@@ -111,20 +111,18 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
         .and(with_context(context))
         .and(authenticated(context))
         .and(body(context))
-        .then(|name: String, context: Context, principal: Principal, body: Bytes| {
-            respond(async move {
-                let messages = parse_json::<MessagesIn>(&body)?.into_messages()?;
-                let count = messages.len() as u64;
-                let bytes: usize = messages.iter().map(|m| m.value_len()).sum();
-                let offsets = context.broker.publish(&principal, &name, messages).await?;
-                context.metrics.count_published(count, bytes as u64);
-                let offsets: Vec<Value> = offsets
-                    .iter()
-                    .map(|(partition, offset)| json_value!({ "partition": partition, "offset": offset }))
-                    .collect();
-                Ok(json(StatusCode::OK, &json_value!({ "offsets": offsets })))
-            })
-        });
+        .then(
+            |name: String, context: Context, principal: Principal, body: Bytes| {
+                respond(async move {
+                    let messages = parse_json::<MessagesIn>(&body)?.into_messages()?;
+                    let count = messages.len() as u64;
+                    let bytes: usize = messages.iter().map(|m| m.value_len()).sum();
+                    let offsets = context.broker.publish(&principal, &name, messages).await?;
+                    context.metrics.count_published(count, bytes as u64);
+                    Ok(raw_json(StatusCode::OK, offsets_json(&offsets)))
+                })
+            },
+        );
 
     let fetch = warp::path!("v1" / "topics" / String / "partitions" / String / "messages")
         .and(warp::get())

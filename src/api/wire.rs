@@ -141,6 +141,20 @@ pub fn messages_json(messages: &[Message], extra: &[(&str, u64)]) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Writes `{"offsets": [{"partition": p, "offset": o}, ...]}`.
+pub fn offsets_json(offsets: &[(u32, u64)]) -> Vec<u8> {
+    let mut out = String::with_capacity(16 + offsets.len() * 32);
+    out.push_str("{\"offsets\":[");
+    for (index, (partition, offset)) in offsets.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{{\"partition\":{partition},\"offset\":{offset}}}");
+    }
+    out.push_str("]}");
+    out.into_bytes()
+}
+
 /// Writes `{"messages": [...]}` for queue deliveries.
 pub fn deliveries_json(deliveries: &[Delivery]) -> Vec<u8> {
     let mut out = String::with_capacity(64 + deliveries.len() * 256);
