@@ -98,12 +98,10 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, std::conver
             code: "too_large",
             message: "request body is larger than the configured max_request_bytes".into(),
         }
-    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
-        ApiError {
-            status: StatusCode::LENGTH_REQUIRED,
-            code: "length_required",
-            message: "request body needs a Content-Length header".into(),
-        }
+    } else if let Some(missing) = rejection.find::<warp::reject::MissingHeader>() {
+        ApiError::invalid(missing.name(), "missing header; stream routes need a WebSocket upgrade request")
+    } else if let Some(invalid) = rejection.find::<warp::reject::InvalidHeader>() {
+        ApiError::invalid(invalid.name(), "invalid header value; stream routes need a WebSocket upgrade request")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         ApiError {
             status: StatusCode::METHOD_NOT_ALLOWED,
@@ -123,7 +121,7 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, std::conver
         ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "bad_request",
-            message: format!("bad request: {rejection:?}"),
+            message: "the request could not be parsed; see GET /v1/openapi.json".into(),
         }
     };
     Ok(error.into_response())

@@ -99,10 +99,11 @@ fn bearer_token(header: Option<&str>) -> Result<&str, ApiError> {
     let header = header.ok_or_else(|| {
         ApiError::unauthenticated("missing Authorization header; log in with POST /v1/tokens and send `Authorization: Bearer <token>`")
     })?;
+    // The scheme name is case-insensitive (RFC 9110, section 11.1).
     let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .map(str::trim)
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .filter(|token| !token.is_empty())
         .ok_or_else(|| {
             ApiError::unauthenticated("Authorization header must be `Bearer <token>`")

@@ -14,7 +14,7 @@
 //! Browsers cannot set headers on a WebSocket request, so these routes also
 //! take the token as a `token` query parameter.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,7 +92,8 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
                             .open_queue(&principal, &name, Some(Permission::Consume))?;
                     Ok(ws
                     .on_upgrade(move |socket| async move {
-                        if let Err(err) = queue_stream(socket, queue).await {
+                        let broker = Arc::clone(&context.broker);
+                        if let Err(err) = queue_stream(socket, broker, principal, queue).await {
                             debug!(queue = %name, error = %err, "queue stream ended with an error");
                         }
                     })
@@ -148,12 +149,17 @@ async fn send_json(sink: &mut Sink, value: &serde_json::Value) -> Result<(), war
     sink.send(WsMessage::text(value.to_string())).await
 }
 
-async fn send_error(sink: &mut Sink, message: String) -> Result<(), warp::Error> {
+/// Sends an error frame with the same code and message as the REST error.
+async fn send_error(sink: &mut Sink, error: ApiError) -> Result<(), warp::Error> {
     send_json(
         sink,
-        &json_value!({ "type": "error", "error": { "code": "invalid_argument", "message": message } }),
+        &json_value!({ "type": "error", "error": { "code": error.code, "message": error.message } }),
     )
     .await
+}
+
+async fn send_invalid(sink: &mut Sink, message: &str) -> Result<(), warp::Error> {
+    send_error(sink, ApiError::invalid("frame", message)).await
 }
 
 /// What the next client frame asks for, or `None` when the socket closed.
@@ -176,11 +182,9 @@ async fn next_frame(
         match serde_json::from_str::<ClientFrame>(text) {
             Ok(frame) => return Ok(Some(frame)),
             Err(err) => {
-                send_error(
+                send_invalid(
                     sink,
-                    format!(
-                    "invalid frame: {err}; expected {{\"type\":\"credit\",\"n\":N}}, ack or nack"
-                ),
+                    &format!("{err}; expected {{\"type\":\"credit\",\"n\":N}}, ack or nack"),
                 )
                 .await?
             }
@@ -188,7 +192,12 @@ async fn next_frame(
     }
 }
 
-async fn queue_stream(socket: WebSocket, queue: Arc<Queue>) -> Result<(), warp::Error> {
+async fn queue_stream(
+    socket: WebSocket,
+    broker: Arc<Broker>,
+    principal: Principal,
+    queue: Arc<Queue>,
+) -> Result<(), warp::Error> {
     let (mut sink, mut stream) = socket.split();
     let mut credits: u64 = 0;
     let mut outstanding: HashSet<String> = HashSet::new();
@@ -196,11 +205,14 @@ async fn queue_stream(socket: WebSocket, queue: Arc<Queue>) -> Result<(), warp::
     let result = async {
         loop {
             if credits > 0 {
-                let deliveries = match queue.lease(credits.min(SEND_CHUNK) as usize, visibility_ms).await {
+                let size = credits.min(SEND_CHUNK) as usize;
+                let deliveries = match queue.lease(size, visibility_ms).await {
                     Ok(deliveries) => deliveries,
                     Err(err) => {
-                        send_error(&mut sink, err.to_string()).await?;
-                        Vec::new()
+                        // A failing lease (full disk, say) would fail again
+                        // at once: end the stream instead of spinning.
+                        send_error(&mut sink, ApiError::from(err)).await?;
+                        return Ok(());
                     }
                 };
                 if !deliveries.is_empty() {
@@ -220,25 +232,43 @@ async fn queue_stream(socket: WebSocket, queue: Arc<Queue>) -> Result<(), warp::
             if credits > 0 && queue.has_ready() {
                 continue;
             }
-            let wake = queue
-                .next_deadline()
-                .map(|deadline| Instant::now() + Duration::from_millis((deadline - now_ms()).max(0) as u64))
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let wake = match queue.next_deadline() {
+                Some(deadline) => {
+                    let until = Duration::from_millis((deadline - now_ms()).max(0) as u64);
+                    Instant::now() + until
+                }
+                None => Instant::now() + Duration::from_secs(3600),
+            };
             tokio::select! {
                 frame = next_frame(&mut stream, &mut sink) => {
                     let Some(frame) = frame? else { return Ok(()) };
-                    match frame {
-                        ClientFrame::Credit { n } => credits = (credits + n).min(MAX_CREDITS),
-                        ClientFrame::Ack { ids, offsets } => {
-                            if !offsets.is_empty() {
-                                send_error(&mut sink, "queue acks take `ids`, not `offsets`".into()).await?;
-                                continue;
-                            }
-                            settle_frame(&mut sink, &queue, &mut outstanding, ids, None).await?;
+                    let settle = match frame {
+                        ClientFrame::Credit { n } => {
+                            credits = credits.saturating_add(n).min(MAX_CREDITS);
+                            continue;
+                        }
+                        ClientFrame::Ack { offsets, .. } if !offsets.is_empty() => {
+                            send_invalid(&mut sink, "queue acks take `ids`, not `offsets`").await?;
+                            continue;
+                        }
+                        ClientFrame::Ack { ids, .. } => {
+                            ("acked", broker.ack(&principal, &queue.spec.name, &ids).await)
                         }
                         ClientFrame::Nack { ids, requeue } => {
-                            settle_frame(&mut sink, &queue, &mut outstanding, ids, Some(requeue)).await?;
+                            let name = &queue.spec.name;
+                            ("nacked", broker.nack(&principal, name, &ids, requeue).await)
                         }
+                    };
+                    match settle {
+                        (name, Ok(outcome)) => {
+                            for id in &outcome.settled {
+                                outstanding.remove(id);
+                            }
+                            let mut body = crate::api::queues::outcome_json(name, &outcome);
+                            body["type"] = json_value!(name);
+                            send_json(&mut sink, &body).await?;
+                        }
+                        (_, Err(err)) => send_error(&mut sink, ApiError::from(err)).await?,
                     }
                 }
                 _ = &mut notified, if credits > 0 => {}
@@ -259,31 +289,6 @@ async fn queue_stream(socket: WebSocket, queue: Arc<Queue>) -> Result<(), warp::
     result
 }
 
-async fn settle_frame(
-    sink: &mut Sink,
-    queue: &Queue,
-    outstanding: &mut HashSet<String>,
-    ids: Vec<String>,
-    nack_requeue: Option<bool>,
-) -> Result<(), warp::Error> {
-    let (result, name) = match nack_requeue {
-        None => (queue.ack(&ids).await, "acked"),
-        Some(true) => (queue.release(&ids).await, "nacked"),
-        Some(false) => (queue.ack(&ids).await, "nacked"),
-    };
-    match result {
-        Ok(outcome) => {
-            for id in &outcome.settled {
-                outstanding.remove(id);
-            }
-            let mut body = crate::api::queues::outcome_json(name, &outcome);
-            body["type"] = json_value!(name);
-            send_json(sink, &body).await
-        }
-        Err(err) => send_error(sink, err.to_string()).await,
-    }
-}
-
 async fn subscription_stream(
     socket: WebSocket,
     broker: Arc<Broker>,
@@ -293,7 +298,7 @@ async fn subscription_stream(
     let (mut sink, mut stream) = socket.split();
     let mut credits: u64 = 0;
     // Per partition, the offsets sent and not yet acked.
-    let mut outstanding: BTreeMap<u32, std::collections::BTreeSet<u64>> = BTreeMap::new();
+    let mut outstanding: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
     let topic = group.spec.topic.clone();
     let name = group.spec.name.clone();
     let result = async {
@@ -302,8 +307,8 @@ async fn subscription_stream(
                 let messages = match group.take(credits.min(SEND_CHUNK) as usize) {
                     Ok(messages) => messages,
                     Err(err) => {
-                        send_error(&mut sink, err.to_string()).await?;
-                        Vec::new()
+                        send_error(&mut sink, ApiError::from(err)).await?;
+                        return Ok(());
                     }
                 };
                 if !messages.is_empty() {
@@ -326,16 +331,21 @@ async fn subscription_stream(
                 frame = next_frame(&mut stream, &mut sink) => {
                     let Some(frame) = frame? else { return Ok(()) };
                     match frame {
-                        ClientFrame::Credit { n } => credits = (credits + n).min(MAX_CREDITS),
-                        ClientFrame::Ack { ids, offsets } => {
-                            if !ids.is_empty() {
-                                send_error(&mut sink, "subscription acks take `offsets`, not `ids`".into()).await?;
-                                continue;
-                            }
-                            let commits: Vec<(u32, u64)> = offsets
+                        ClientFrame::Credit { n } => {
+                            credits = credits.saturating_add(n).min(MAX_CREDITS);
+                        }
+                        ClientFrame::Ack { ids, .. } if !ids.is_empty() => {
+                            send_invalid(&mut sink, "subscription acks take `offsets`, not `ids`").await?;
+                        }
+                        ClientFrame::Ack { offsets, .. } => {
+                            let Some(commits) = offsets
                                 .iter()
-                                .map(|acked| (acked.partition, acked.offset + 1))
-                                .collect();
+                                .map(|acked| Some((acked.partition, acked.offset.checked_add(1)?)))
+                                .collect::<Option<Vec<(u32, u64)>>>()
+                            else {
+                                send_invalid(&mut sink, "an acked offset is out of range").await?;
+                                continue;
+                            };
                             match broker.commit(&principal, &topic, &name, &commits).await {
                                 Ok(()) => {
                                     for acked in &offsets {
@@ -343,14 +353,20 @@ async fn subscription_stream(
                                             sent.retain(|offset| *offset > acked.offset);
                                         }
                                     }
-                                    let frame = json_value!({ "type": "acked", "offsets": commits.iter().map(|(p, o)| json_value!({"partition": p, "offset": o})).collect::<Vec<_>>() });
+                                    let committed: Vec<_> = commits
+                                        .iter()
+                                        .map(|(p, o)| json_value!({"partition": p, "offset": o}))
+                                        .collect();
+                                    let frame = json_value!({ "type": "acked", "offsets": committed });
                                     send_json(&mut sink, &frame).await?;
                                 }
-                                Err(err) => send_error(&mut sink, err.to_string()).await?,
+                                Err(err) => send_error(&mut sink, ApiError::from(err)).await?,
                             }
                         }
                         ClientFrame::Nack { .. } => {
-                            send_error(&mut sink, "subscriptions take no nack; close the stream to get unacked messages again".into()).await?;
+                            let message = "subscriptions take no nack; \
+                                           close the stream to get unacked messages again";
+                            send_invalid(&mut sink, message).await?;
                         }
                     }
                 }
@@ -362,7 +378,7 @@ async fn subscription_stream(
 
     for (partition, sent) in outstanding {
         if let Some(oldest) = sent.first() {
-            group.rewind(partition, *oldest);
+            broker.return_unacked(&group, partition, *oldest);
         }
     }
     result

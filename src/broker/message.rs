@@ -29,7 +29,8 @@ pub struct NewMessage {
     pub key: Option<String>,
     /// Dotted routing key.
     pub routing_key: Option<String>,
-    /// Application headers, in the client's order.
+    /// Application headers. The REST API takes them as a JSON object, so
+    /// they arrive sorted by name and without duplicates.
     pub headers: Vec<(String, String)>,
     /// Time to live in ms; `None` uses the resource's default.
     pub ttl_ms: Option<u64>,

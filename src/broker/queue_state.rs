@@ -59,6 +59,9 @@ pub enum SettleError {
     /// The lease expired and the message was delivered again since.
     #[error("lease expired and the message was delivered again")]
     Redelivered,
+    /// The delivery count in the id is higher than the message's.
+    #[error("is not a current delivery id")]
+    UnknownDelivery,
     /// The lease already expired or was released (nack only).
     #[error("is not leased")]
     NotLeased,
@@ -135,7 +138,11 @@ impl QueueState {
         if offset >= self.next_new || !self.delivery_counts.contains_key(&offset) {
             return Err(SettleError::NotDelivered);
         }
-        if self.delivery_counts[&offset] != delivery_count {
+        let current = self.delivery_counts[&offset];
+        if delivery_count > current {
+            return Err(SettleError::UnknownDelivery);
+        }
+        if delivery_count < current {
             return Err(SettleError::Redelivered);
         }
         Ok(())
@@ -297,6 +304,7 @@ mod tests {
         assert!(state.lease(1, 1, 50, 150).is_empty(), "still leased");
         assert_eq!(state.lease(1, 1, 100, 200), vec![(0, 2)]);
         assert_eq!(state.check_ack(0, 1), Err(SettleError::Redelivered));
+        assert_eq!(state.check_ack(0, 3), Err(SettleError::UnknownDelivery));
         assert_eq!(state.check_ack(0, 2), Ok(()));
     }
 

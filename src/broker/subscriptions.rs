@@ -126,13 +126,9 @@ impl Broker {
         let start_offsets = topic
             .partitions
             .iter()
-            .enumerate()
-            .map(|(partition, log)| {
-                let offset = match start {
-                    StartPosition::Earliest => log.log_start_offset(),
-                    StartPosition::Latest => log.high_watermark(),
-                };
-                (partition as u32, offset)
+            .map(|log| match start {
+                StartPosition::Earliest => log.log_start_offset(),
+                StartPosition::Latest => log.high_watermark(),
             })
             .collect();
         let spec = SubscriptionSpec {
@@ -309,6 +305,14 @@ impl Broker {
         Ok(Arc::clone(groups.entry(key).or_insert(group)))
     }
 
+    /// Returns messages a stream sent but nobody acked to the subscription:
+    /// its position moves back to `oldest_unacked`, but never below the
+    /// committed offset, which other consumers may have moved past it.
+    pub fn return_unacked(&self, group: &Group, partition: u32, oldest_unacked: u64) {
+        let committed = self.committed_offset(&group.spec, partition);
+        group.rewind(partition, oldest_unacked.max(committed));
+    }
+
     fn subscription_spec(&self, topic: &str, name: &str) -> Result<SubscriptionSpec> {
         read_lock(&self.catalog)
             .subscription(topic, name)
@@ -327,15 +331,13 @@ impl Broker {
         };
         self.offsets
             .get(&key)
-            .or_else(|| spec.start_offsets.get(&partition).copied())
+            .or_else(|| spec.start_offsets.get(partition as usize).copied())
             .unwrap_or(0)
     }
 
     fn subscription_view(&self, spec: &SubscriptionSpec) -> SubscriptionView {
-        let committed = spec
-            .start_offsets
-            .keys()
-            .map(|&partition| (partition, self.committed_offset(spec, partition)))
+        let committed = (0..spec.start_offsets.len() as u32)
+            .map(|partition| (partition, self.committed_offset(spec, partition)))
             .collect();
         SubscriptionView {
             spec: spec.clone(),

@@ -108,7 +108,7 @@ impl Broker {
         if replication_factor != 1 {
             return Err(BrokerError::invalid(
                 "replication_factor",
-                format!("{replication_factor} is more than the 1 broker of this single-node setup"),
+                format!("is {replication_factor}, but a single-node broker takes only 1"),
             ));
         }
         if let Some(segment_bytes) = request.segment_bytes {
@@ -215,6 +215,10 @@ impl Broker {
     /// Publishes `messages` to topic `name`; returns (partition, offset) per
     /// message in request order. Each partition's messages are appended as
     /// one batch.
+    ///
+    /// A request that spans partitions is not atomic: if one partition's
+    /// append fails, the others may already hold their messages, and the
+    /// client gets the error.
     pub async fn publish(
         &self,
         principal: &Principal,

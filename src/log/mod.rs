@@ -1,170 +1,207 @@
-//! TEMPORARY in-memory stand-in with the storage API, replaced by the real engine.
-#![allow(missing_docs, dead_code, unused)]
-use bytes::Bytes;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+//! Storage engine: an append-only, Kafka-style segment log per partition.
+//!
+//! A partition is a directory of segments. Each segment is a `.log` file of
+//! record batches named by its base offset, zero-padded to 20 digits, with a
+//! sparse `.index` of the same name. Offsets are dense per partition and
+//! start at 0. Only the last segment (the active one) is written, through a
+//! memory map over a preallocated file. The others are sealed: trimmed to
+//! their length and mapped read-only.
+//!
+//! [`PartitionLog`] is the entry point. It appends batches, reads whole
+//! batches by offset, rolls segments, makes data durable with group commit
+//! ([`PartitionLog::flush_to`]), truncates for replication and recovers a torn
+//! tail on open. The byte layout of every file is specified in
+//! `docs/storage-format.md`, and [`reader`] reads it without a
+//! `PartitionLog`, for tools.
+//!
+//! Not built yet: retention, compaction, a time index, and recovery
+//! checkpoints (recovery scans the whole active segment).
+
+#![warn(missing_docs)]
+
+use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Record {
-    pub offset: u64,
-    pub timestamp_ms: i64,
-    pub attributes: u8,
-    pub ttl_ms: u64,
-    pub key: Option<Bytes>,
-    pub routing_key: Option<Bytes>,
-    pub producer: Option<Bytes>,
-    pub value: Option<Bytes>,
-    pub headers: Vec<(String, Bytes)>,
-}
-#[derive(Debug, Clone, Default)]
-pub struct BatchHeader {
-    pub base_offset: u64,
-    pub leader_epoch: u32,
-    pub max_timestamp: i64,
-    pub first_timestamp: i64,
-    pub record_count: u32,
-}
-#[derive(Debug, Clone)]
-pub struct RecordBatch {
-    pub header: BatchHeader,
-    pub records: Vec<Record>,
-}
-#[derive(Debug, Clone, Copy)]
-pub struct ProducerInfo {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub base_sequence: i32,
-}
-impl Default for ProducerInfo {
-    fn default() -> Self {
-        Self {
-            producer_id: -1,
-            producer_epoch: -1,
-            base_sequence: -1,
-        }
-    }
-}
-#[derive(Debug, Clone, Copy)]
-pub enum FsyncPolicy {
-    Always,
-    Interval(Duration),
-    Never,
-}
-#[derive(Debug, Clone)]
-pub struct LogConfig {
-    pub segment_bytes: u64,
-    pub index_interval_bytes: u32,
-}
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            segment_bytes: 128 << 20,
-            index_interval_bytes: 4096,
-        }
-    }
-}
-#[derive(Debug, Clone, Copy)]
-pub struct AppendInfo {
-    pub base_offset: u64,
-    pub last_offset: u64,
-    pub timestamp_ms: i64,
-}
-#[derive(Debug, thiserror::Error)]
+use thiserror::Error;
+
+pub mod batch;
+mod files;
+pub mod index;
+mod mmap;
+mod partition;
+pub mod reader;
+pub mod record;
+mod scan;
+mod segment;
+pub mod varint;
+
+pub use batch::{
+    decode_batch, decode_header, encode_batch, encoded_batch_len, validate_batch, BatchError,
+    BatchHeader, ProducerInfo, RecordBatch,
+};
+pub use partition::{AppendInfo, PartitionLog, SegmentInfo, LOCK_FILE_NAME};
+pub use record::Record;
+
+/// Largest batch the log accepts, in bytes. Index positions are 32-bit, and
+/// a batch larger than `segment_bytes` gets a segment of its own, so a batch
+/// must fit in 4 GiB. Brokers should enforce a much smaller request limit.
+pub const MAX_BATCH_BYTES: usize = u32::MAX as usize;
+
+/// Default `LogConfig::segment_bytes`: 128 MiB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
+
+/// Default `LogConfig::index_interval_bytes`: 4 KiB.
+pub const DEFAULT_INDEX_INTERVAL_BYTES: u32 = 4096;
+
+/// Error from a [`PartitionLog`] operation.
+#[derive(Debug, Error)]
 pub enum LogError {
-    #[error("io error on {path}: {source}")]
+    /// A file system call failed.
+    #[error("I/O error on {}: {source}", path.display())]
     Io {
+        /// File or directory the call was made on.
         path: PathBuf,
+        /// Underlying error.
+        #[source]
         source: std::io::Error,
     },
-    #[error("offset {offset} out of range [{log_start_offset}, {log_end_offset}]")]
+    /// A read or truncation named an offset outside the log.
+    #[error(
+        "offset {offset} is out of range: the log spans offsets \
+         {log_start_offset} to {log_end_offset}"
+    )]
     OffsetOutOfRange {
+        /// Requested offset.
         offset: u64,
+        /// First offset in the log.
         log_start_offset: u64,
+        /// Next offset the log will assign.
         log_end_offset: u64,
     },
-    #[error("disk full at {path}")]
-    DiskFull { path: PathBuf },
-}
-pub struct PartitionLog {
-    batches: Mutex<Vec<RecordBatch>>,
-    leo: Mutex<u64>,
-}
-impl PartitionLog {
-    pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogError> {
-        std::fs::create_dir_all(dir).unwrap();
-        Ok(Self {
-            batches: Mutex::new(vec![]),
-            leo: Mutex::new(0),
-        })
-    }
-    pub fn append(
-        &self,
-        records: &[Record],
-        leader_epoch: u32,
-        producer: ProducerInfo,
-    ) -> Result<AppendInfo, LogError> {
-        let mut leo = self.leo.lock().unwrap();
-        let base = *leo;
-        let recs: Vec<Record> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let mut r = r.clone();
-                r.offset = base + i as u64;
-                r
-            })
-            .collect();
-        let ts = records.first().map(|r| r.timestamp_ms).unwrap_or(0);
-        self.batches.lock().unwrap().push(RecordBatch {
-            header: BatchHeader {
-                base_offset: base,
-                leader_epoch,
-                max_timestamp: ts,
-                first_timestamp: ts,
-                record_count: recs.len() as u32,
-            },
-            records: recs,
-        });
-        *leo += records.len() as u64;
-        Ok(AppendInfo {
-            base_offset: base,
-            last_offset: *leo - 1,
-            timestamp_ms: ts,
-        })
-    }
-    pub fn flush_to(&self, offset: u64) -> Result<(), LogError> {
-        Ok(())
-    }
-    pub fn flush(&self) -> Result<(), LogError> {
-        Ok(())
-    }
-    pub fn read(
-        &self,
+    /// Preallocating a segment failed because the file system is full (or
+    /// the quota is used up). Nothing was appended.
+    #[error("no space left to preallocate {}: free disk space or lower segment_bytes", path.display())]
+    DiskFull {
+        /// Segment file being preallocated.
+        path: PathBuf,
+    },
+    /// The batch exceeds [`MAX_BATCH_BYTES`].
+    #[error("batch of {size} bytes exceeds the maximum of {max} bytes")]
+    BatchTooLarge {
+        /// Encoded batch size in bytes.
+        size: usize,
+        /// Maximum batch size in bytes.
+        max: usize,
+    },
+    /// A batch passed to `append_batch` failed validation.
+    #[error("invalid batch with base offset {offset}: {reason}")]
+    InvalidBatch {
+        /// Base offset stored in the batch, or the log end offset when the
+        /// header could not be read.
         offset: u64,
-        max_bytes: usize,
-        max_offset: u64,
-    ) -> Result<Vec<RecordBatch>, LogError> {
-        let b = self.batches.lock().unwrap();
-        Ok(b.iter()
-            .filter(|x| {
-                x.header.base_offset + x.header.record_count as u64 > offset
-                    && x.header.base_offset < max_offset
-            })
-            .take(50)
-            .cloned()
-            .collect())
+        /// Validation error.
+        reason: BatchError,
+    },
+    /// An append carried no records.
+    #[error("a batch must contain at least one record")]
+    EmptyBatch,
+    /// A batch passed to `append_batch` does not start at the log end offset.
+    #[error("batch base offset {base_offset} does not match the log end offset {log_end_offset}")]
+    UnexpectedBaseOffset {
+        /// Base offset stored in the batch.
+        base_offset: u64,
+        /// Offset the batch must start at.
+        log_end_offset: u64,
+    },
+    /// The batch's leader epoch is below that of the last batch in the log.
+    /// Epochs may not decrease, because recovery treats a decrease as
+    /// corruption.
+    #[error(
+        "leader epoch {leader_epoch} is below the latest leader epoch \
+         {latest_leader_epoch} in the log"
+    )]
+    StaleLeaderEpoch {
+        /// Epoch of the rejected batch.
+        leader_epoch: u32,
+        /// Epoch of the last batch in the log.
+        latest_leader_epoch: u32,
+    },
+    /// Stored data could not be read back: a sealed segment is damaged.
+    #[error("corrupt segment {} at byte {position}: {reason}", path.display())]
+    Corrupt {
+        /// Segment file.
+        path: PathBuf,
+        /// Byte position of the damaged batch.
+        position: u64,
+        /// Description of the damage.
+        reason: String,
+    },
+    /// Another `PartitionLog`, in this or another process, has the directory
+    /// open.
+    #[error("partition directory {} is locked by another open log", dir.display())]
+    Locked {
+        /// Partition directory.
+        dir: PathBuf,
+    },
+    /// The log was closed and accepts no more writes.
+    #[error("partition log {} is closed", dir.display())]
+    Closed {
+        /// Partition directory.
+        dir: PathBuf,
+    },
+    /// A `LogConfig` value is out of range.
+    #[error("invalid log config: {reason}")]
+    InvalidConfig {
+        /// Name of the value and its allowed range.
+        reason: String,
+    },
+}
+
+/// Rule for when the broker makes appended data durable. The log applies no
+/// policy itself. The broker calls [`PartitionLog::flush_to`] when the policy
+/// requires a sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Sync before acknowledging each produce request.
+    Always,
+    /// Sync in the background at this interval. A crash can lose the
+    /// acknowledged records of the last interval.
+    Interval(Duration),
+    /// Leave writeback to the operating system.
+    Never,
+}
+
+/// Settings of one partition log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Size in bytes at which the active segment is rolled, and the size it
+    /// is preallocated to. From 61 (one empty batch header) to 4 GiB - 1.
+    pub segment_bytes: u64,
+    /// Minimum bytes written between two offset index entries.
+    pub index_interval_bytes: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            index_interval_bytes: DEFAULT_INDEX_INTERVAL_BYTES,
+        }
     }
-    pub fn log_start_offset(&self) -> u64 {
-        0
-    }
-    pub fn log_end_offset(&self) -> u64 {
-        *self.leo.lock().unwrap()
-    }
-    pub fn flushed_offset(&self) -> u64 {
-        *self.leo.lock().unwrap()
-    }
-    pub fn close(&self) -> Result<(), LogError> {
+}
+
+impl LogConfig {
+    fn validate(&self) -> Result<(), LogError> {
+        let min = batch::HEADER_LEN as u64;
+        let max = u64::from(u32::MAX);
+        if !(min..=max).contains(&self.segment_bytes) {
+            return Err(LogError::InvalidConfig {
+                reason: format!(
+                    "segment_bytes is {}, must be from {min} to {max}",
+                    self.segment_bytes
+                ),
+            });
+        }
         Ok(())
     }
 }

@@ -4,8 +4,6 @@
 //! in log order. New fields must be optional (`#[serde(default)]`) so old
 //! logs keep decoding.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::auth::PasswordHash;
@@ -202,8 +200,8 @@ pub struct SubscriptionSpec {
     pub pattern: Option<String>,
     /// Where it started.
     pub start: StartPosition,
-    /// First offset to read per partition, fixed at creation.
-    pub start_offsets: BTreeMap<u32, u64>,
+    /// First offset to read, indexed by partition, fixed at creation.
+    pub start_offsets: Vec<u64>,
     /// Creation time, ms since the Unix epoch.
     pub created_ms: i64,
 }

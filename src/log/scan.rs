@@ -1,0 +1,121 @@
+//! Forward scans over the batches of a segment held in memory.
+//!
+//! Recovery validates every batch of the active segment with
+//! [`scan_batches`]. Lookups, and the opening of sealed segments (which are
+//! trusted), walk headers with [`header_at`] without checking CRCs. Both stop
+//! at the end of data as defined in `reader.rs`: the end of the bytes, or a
+//! zero `batch_length`. See `docs/storage-format.md`.
+
+use super::batch::{decode_header, validate_batch, BatchHeader, LENGTH_PREFIX_LEN};
+use super::index::OffsetIndex;
+use super::reader::{classify_frame, Frame};
+
+/// Result of scanning the batches of a segment from byte 0.
+pub(crate) struct Scan {
+    pub(crate) valid_size: usize,
+    pub(crate) next_offset: u64,
+    pub(crate) last_leader_epoch: Option<u32>,
+    pub(crate) index: OffsetIndex,
+    pub(crate) invalid_reason: Option<String>,
+}
+
+/// Scans batches from byte 0 and stops at the zero tail or at the first
+/// batch that fails the checks listed on `Segment::recover`.
+pub(crate) fn scan_batches(
+    bytes: &[u8],
+    base_offset: u64,
+    min_leader_epoch: u32,
+    index_interval_bytes: u32,
+) -> Scan {
+    let mut scan = Scan {
+        valid_size: 0,
+        next_offset: base_offset,
+        last_leader_epoch: None,
+        index: OffsetIndex::default(),
+        invalid_reason: None,
+    };
+    let mut position = 0;
+    loop {
+        match check_batch(bytes, position, &scan, base_offset, min_leader_epoch) {
+            Ok(None) => return scan,
+            Err(reason) => {
+                scan.invalid_reason = Some(reason);
+                return scan;
+            }
+            Ok(Some(header)) => {
+                // `check_batch` has checked that the relative offset fits.
+                let relative = (header.base_offset - base_offset) as u32;
+                scan.index
+                    .maybe_append(relative, position as u32, index_interval_bytes);
+                position += header.total_len();
+                scan.valid_size = position;
+                scan.next_offset = header.next_offset();
+                scan.last_leader_epoch = Some(header.leader_epoch);
+            }
+        }
+    }
+}
+
+fn check_batch(
+    bytes: &[u8],
+    position: usize,
+    scan: &Scan,
+    base_offset: u64,
+    min_leader_epoch: u32,
+) -> Result<Option<BatchHeader>, String> {
+    let remaining = bytes.len() - position;
+    let prefix = &bytes[position..position + remaining.min(LENGTH_PREFIX_LEN)];
+    let len = match classify_frame(prefix, remaining as u64) {
+        Frame::End => return Ok(None),
+        Frame::Invalid(reason) => return Err(reason.to_string()),
+        Frame::Batch { len } => len as usize,
+    };
+
+    let header = validate_batch(&bytes[position..position + len]).map_err(|e| e.to_string())?;
+    if header.base_offset != scan.next_offset {
+        return Err(format!(
+            "base offset {} does not follow the previous batch, expected {}",
+            header.base_offset, scan.next_offset
+        ));
+    }
+    if u32::try_from(header.base_offset - base_offset).is_err() {
+        return Err("base offset is more than 2^32 above the segment base offset".into());
+    }
+    if header.record_count == 0 {
+        return Err("batch contains no records".into());
+    }
+    let min_epoch = scan.last_leader_epoch.unwrap_or(min_leader_epoch);
+    if header.leader_epoch < min_epoch {
+        return Err(format!(
+            "leader epoch {} is below the previous epoch {min_epoch}",
+            header.leader_epoch
+        ));
+    }
+    Ok(Some(header))
+}
+
+/// Decodes the header at `position` without checking the CRC. Returns
+/// `None` at the end of data, or the reason the bytes are not a batch.
+pub(crate) fn header_at(bytes: &[u8], position: usize) -> Result<Option<BatchHeader>, String> {
+    let remaining = bytes.len().saturating_sub(position);
+    let prefix = &bytes[position.min(bytes.len())..][..remaining.min(LENGTH_PREFIX_LEN)];
+    match classify_frame(prefix, remaining as u64) {
+        Frame::End => Ok(None),
+        Frame::Invalid(reason) => Err(reason.to_string()),
+        Frame::Batch { .. } => decode_header(&bytes[position..])
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Walks headers from `start`, which must be a batch boundary, and returns
+/// the last one before the end of data or the first unreadable batch.
+pub(crate) fn last_header_from(bytes: &[u8], start: usize) -> Option<BatchHeader> {
+    let mut position = start;
+    let mut last = None;
+    while let Ok(Some(header)) = header_at(bytes, position) {
+        position += header.total_len();
+        last = Some(header);
+    }
+    last
+}

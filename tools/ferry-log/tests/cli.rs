@@ -1,0 +1,336 @@
+//! Runs the built `ferry-log` binary on logs written by `PartitionLog`.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bytes::Bytes;
+use ferry::log::{LogConfig, PartitionLog, ProducerInfo, Record, SegmentInfo};
+
+const BATCHES: usize = 30;
+
+fn ferry_log(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry-log"))
+        .args(args)
+        .output()
+        .expect("failed to run ferry-log")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 64,
+    }
+}
+
+/// Writes a log of several segments. Batch `i` contains `1 + i % 3` records,
+/// and batch 1 has a value that is not UTF-8.
+fn write_log(log: &PartitionLog) {
+    for i in 0..BATCHES {
+        let records: Vec<Record> = (0..1 + i % 3)
+            .map(|j| Record {
+                timestamp_ms: 1_700_000_000_000 + i as i64,
+                key: Some(Bytes::from(format!("key-{i}"))),
+                producer: Some(Bytes::from_static(b"alice")),
+                value: Some(if i == 1 {
+                    Bytes::from_static(&[0xff, 0xfe, 0x00])
+                } else {
+                    Bytes::from(format!("value-{i}-{j}"))
+                }),
+                headers: vec![("trace".to_owned(), Bytes::from_static(b"t1"))],
+                ..Record::default()
+            })
+            .collect();
+        log.append(&records, 0, ProducerInfo::default()).unwrap();
+    }
+}
+
+/// Writes and closes a log in `dir`, returning its segments.
+fn closed_log(dir: &Path) -> Vec<SegmentInfo> {
+    let log = PartitionLog::open(dir, config()).unwrap();
+    write_log(&log);
+    log.close().unwrap();
+    log.segments()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+fn index_path(segment: &SegmentInfo) -> PathBuf {
+    segment.path.with_extension("index")
+}
+
+#[test]
+fn verify_clean_log_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = closed_log(dir.path());
+    assert!(segments.len() > 2);
+
+    let output = ferry_log(&["verify", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let expected = format!(
+        "verified 1 partitions, {} segments, {BATCHES} batches: 0 problems",
+        segments.len()
+    );
+    assert!(stdout(&output).contains(&expected), "{}", describe(&output));
+}
+
+#[test]
+fn verify_live_log_with_preallocated_tail_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), config()).unwrap();
+    write_log(&log);
+    let active = log.segments().pop().unwrap();
+    let before = fs::read(&active.path).unwrap();
+    assert!(
+        before.len() as u64 > active.size_bytes,
+        "no preallocated tail"
+    );
+
+    let output = ferry_log(&["verify", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let output = ferry_log(&["dump", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(
+        fs::read(&active.path).unwrap(),
+        before,
+        "the tool changed the segment"
+    );
+}
+
+#[test]
+fn verify_reports_flipped_byte_with_file_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = closed_log(&dir.path().join("original"));
+    let copy = dir.path().join("copy");
+    copy_dir(&dir.path().join("original"), &copy);
+
+    // Damage a record of the second batch of the first (sealed) segment.
+    let log = PartitionLog::open(&dir.path().join("original"), config()).unwrap();
+    let first_len = log.read_raw(0, 1, u64::MAX).unwrap()[0].len() as u64;
+    drop(log);
+    let segment = copy.join(segments[0].path.file_name().unwrap());
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    let mut byte = [0];
+    file.read_exact_at(&mut byte, first_len + 70).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x01], first_len + 70)
+        .unwrap();
+
+    let output = ferry_log(&["verify", copy.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let expected = format!("{}:{first_len}: CRC mismatch", segment.display());
+    assert!(stdout(&output).contains(&expected), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains(": 1 problems"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn verify_reports_damaged_base_offset() {
+    // The CRC does not cover the base offset, so only the offset check can
+    // find this damage.
+    let dir = tempfile::tempdir().unwrap();
+    let segments = closed_log(dir.path());
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&segments[0].path)
+        .unwrap();
+    file.write_all_at(&[0x01], 3).unwrap();
+
+    let output = ferry_log(&["verify", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let expected = format!(
+        "{}:0: batch base offset 4294967296 does not follow the previous batch, expected 0",
+        segments[0].path.display()
+    );
+    assert!(stdout(&output).contains(&expected), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains(": 1 problems"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn verify_reports_bad_index_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = closed_log(dir.path());
+    let index = index_path(&segments[0]);
+    let mut bytes = fs::read(&index).unwrap();
+    assert!(bytes.len() >= 8, "first segment has no index entry");
+    // Move the first entry's position one byte forward.
+    let position = u32::from_be_bytes(bytes[4..8].try_into().unwrap()) + 1;
+    bytes[4..8].copy_from_slice(&position.to_be_bytes());
+    fs::write(&index, bytes).unwrap();
+
+    let output = ferry_log(&["verify", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let expected = format!("{}:0: index entry 0", index.display());
+    assert!(stdout(&output).contains(&expected), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains("not the start of a batch"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn verify_reports_missing_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = closed_log(dir.path());
+    fs::remove_file(&segments[1].path).unwrap();
+    fs::remove_file(index_path(&segments[1])).unwrap();
+
+    let output = ferry_log(&["verify", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let expected = format!(
+        "{}:0: segment base offset {} does not follow the previous segment, which ends before \
+         offset {}",
+        segments[2].path.display(),
+        segments[2].base_offset,
+        segments[1].base_offset
+    );
+    assert!(stdout(&output).contains(&expected), "{}", describe(&output));
+}
+
+#[test]
+fn verify_and_dump_recurse_into_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    closed_log(&dir.path().join("orders").join("0"));
+    closed_log(&dir.path().join("orders").join("1"));
+    fs::create_dir_all(dir.path().join("empty")).unwrap();
+
+    let output = ferry_log(&["verify", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains("verified 2 partitions"),
+        "{}",
+        describe(&output)
+    );
+
+    let output = ferry_log(&["dump", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let partitions = stdout(&output)
+        .lines()
+        .filter(|l| l.starts_with("partition "))
+        .count();
+    assert_eq!(partitions, 2);
+}
+
+#[test]
+fn dump_text_shows_headers_and_records() {
+    let dir = tempfile::tempdir().unwrap();
+    closed_log(dir.path());
+
+    let output = ferry_log(&["dump", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let text = stdout(&output);
+    assert!(text.contains("segment 00000000000000000000.log"), "{text}");
+    assert!(
+        text.contains("batch position=0 base_offset=0 last_offset=0"),
+        "{text}"
+    );
+    assert!(text.contains("magic=1"), "{text}");
+    assert!(text.contains("producer_id=-1"), "{text}");
+    assert!(
+        text.contains(
+            "record offset=0 timestamp=1700000000000 attributes=0 ttl_ms=0 \
+             key=\"key-0\" routing_key=null producer=\"alice\" value=\"value-0-0\" \
+             headers={\"trace\": \"t1\"}"
+        ),
+        "{text}"
+    );
+    // Batch 1 starts at offset 1 and its value is not UTF-8.
+    assert!(
+        text.contains("offset=1 ") && text.contains("value=base64://4A"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("batch ")).count(),
+        BATCHES
+    );
+}
+
+#[test]
+fn dump_json_from_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    closed_log(dir.path());
+
+    let output = ferry_log(&[
+        "dump",
+        dir.path().to_str().unwrap(),
+        "--json",
+        "--from-offset",
+        "7",
+    ]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let batches: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+
+    // Batch i contains 1 + i % 3 records: offsets 0, 1-2, 3-5, 6, 7-8, ...
+    let first = &batches[0];
+    assert_eq!(first["header"]["base_offset"], 7);
+    assert_eq!(first["header"]["last_offset"], 8);
+    assert_eq!(first["records"][0]["offset"], 7);
+    assert_eq!(first["records"][0]["value"]["utf8"], "value-4-0");
+    assert_eq!(first["records"][0]["routing_key"], serde_json::Value::Null);
+    assert_eq!(first["records"][0]["headers"][0]["key"], "trace");
+    assert_eq!(batches.len(), BATCHES - 4);
+    let last = batches.last().unwrap();
+    assert_eq!(last["header"]["record_count"], 3);
+}
+
+#[test]
+fn dump_json_shows_binary_value_as_base64() {
+    let dir = tempfile::tempdir().unwrap();
+    closed_log(dir.path());
+
+    let output = ferry_log(&[
+        "dump",
+        dir.path().to_str().unwrap(),
+        "--json",
+        "--from-offset",
+        "1",
+    ]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let first: serde_json::Value =
+        serde_json::from_str(stdout(&output).lines().next().unwrap()).unwrap();
+    assert_eq!(first["records"][0]["value"]["base64"], "//4A");
+}
+
+#[test]
+fn missing_dir_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let output = ferry_log(&["verify", missing.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is not a directory"), "{stderr}");
+}
