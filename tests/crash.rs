@@ -122,7 +122,7 @@ async fn sigkill_loses_no_acknowledged_message() {
         token,
         ..Api::new(&broker.url)
     };
-    let acknowledged = acknowledged.lock().unwrap();
+    let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
     eprintln!(
         "acknowledged: {} publishes, {} queue sends, {} queue acks",
         acknowledged.published.len(),

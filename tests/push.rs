@@ -236,27 +236,52 @@ async fn hostile_frames_get_error_frames() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &[]);
     let api = Api::user(&broker.url, "hostile").await;
-    api.post_expect("/v1/topics", json!({"name": "t"}), StatusCode::CREATED).await;
-    api.post_expect("/v1/topics/t/subscriptions", json!({"name": "s"}), StatusCode::CREATED).await;
+    api.post_expect("/v1/topics", json!({"name": "t"}), StatusCode::CREATED)
+        .await;
+    api.post_expect(
+        "/v1/topics/t/subscriptions",
+        json!({"name": "s"}),
+        StatusCode::CREATED,
+    )
+    .await;
 
     let mut socket = connect(&api, "/v1/topics/t/subscriptions/s/stream").await;
     send(&mut socket, json!({"type": "credit", "n": u64::MAX})).await;
     send(&mut socket, json!({"type": "credit", "n": u64::MAX})).await;
-    send(&mut socket, json!({"type": "ack", "offsets": [{"partition": 0, "offset": u64::MAX}]})).await;
-    let error = next_frame(&mut socket, Duration::from_secs(5)).await.unwrap();
+    send(
+        &mut socket,
+        json!({"type": "ack", "offsets": [{"partition": 0, "offset": u64::MAX}]}),
+    )
+    .await;
+    let error = next_frame(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(error["type"], "error", "{error}");
     send(&mut socket, json!({"type": "ack", "ids": ["1-1"]})).await;
-    let error = next_frame(&mut socket, Duration::from_secs(5)).await.unwrap();
+    let error = next_frame(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(error["error"]["code"], "invalid_argument", "{error}");
     socket.send(Message::text("not json")).await.unwrap();
-    let error = next_frame(&mut socket, Duration::from_secs(5)).await.unwrap();
+    let error = next_frame(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(error["type"], "error", "{error}");
 
     // The broker and the stream survived all of that.
     publish(&api, "/v1/topics/t/messages", 0..3).await;
-    assert_eq!(messages(&mut socket, 3, Duration::from_secs(5)).await.len(), 3);
+    assert_eq!(
+        messages(&mut socket, 3, Duration::from_secs(5)).await.len(),
+        3
+    );
 
     // A stream route without the upgrade is a clear 400.
-    let plain = api.call(reqwest::Method::GET, "/v1/topics/t/subscriptions/s/stream", None).await;
+    let plain = api
+        .call(
+            reqwest::Method::GET,
+            "/v1/topics/t/subscriptions/s/stream",
+            None,
+        )
+        .await;
     common::assert_error(&plain, StatusCode::BAD_REQUEST, "invalid_argument");
 }

@@ -99,9 +99,15 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, std::conver
             message: "request body is larger than the configured max_request_bytes".into(),
         }
     } else if let Some(missing) = rejection.find::<warp::reject::MissingHeader>() {
-        ApiError::invalid(missing.name(), "missing header; stream routes need a WebSocket upgrade request")
+        ApiError::invalid(
+            missing.name(),
+            "missing header; stream routes need a WebSocket upgrade request",
+        )
     } else if let Some(invalid) = rejection.find::<warp::reject::InvalidHeader>() {
-        ApiError::invalid(invalid.name(), "invalid header value; stream routes need a WebSocket upgrade request")
+        ApiError::invalid(
+            invalid.name(),
+            "invalid header value; stream routes need a WebSocket upgrade request",
+        )
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         ApiError {
             status: StatusCode::METHOD_NOT_ALLOWED,

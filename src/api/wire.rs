@@ -276,9 +276,11 @@ mod tests {
             payload: Payload::Json(Bytes::from_static(br#"{"x": [1, 2]}"#)),
             ttl_ms: 0,
         };
-        let json: serde_json::Value =
-            serde_json::from_slice(&messages_json(&[message.clone()], &[("next_offset", 10)]))
-                .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&messages_json(
+            std::slice::from_ref(&message),
+            &[("next_offset", 10)],
+        ))
+        .unwrap();
         assert_eq!(json["messages"][0]["producer"], "al\"ice");
         assert_eq!(json["messages"][0]["value"]["x"][1], 2);
         assert_eq!(json["messages"][0]["headers"]["h"], "ü\n");

@@ -103,9 +103,8 @@ impl Broker {
                         unreachable!("the closure above makes a QueueCreated event")
                     };
                     let dir = self.queue_dir(&spec.name, spec.id);
-                    Queue::open(&self.config, &dir, spec.clone()).map_err(|err| {
+                    Queue::open(&self.config, &dir, spec.clone()).inspect_err(|_| {
                         let _ = std::fs::remove_dir_all(&dir);
-                        err
                     })
                 },
             )

@@ -36,7 +36,7 @@ impl Topic {
             .map(|partition| {
                 let log = DurableLog::open(
                     &dir.join(partition.to_string()),
-                    log_config.clone(),
+                    log_config,
                     config.fsync,
                     Arc::clone(&appended),
                 )?;

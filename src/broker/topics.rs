@@ -147,9 +147,8 @@ impl Broker {
                         unreachable!("the closure above makes a TopicCreated event")
                     };
                     let dir = self.topic_dir(&spec.name, spec.id);
-                    Topic::open(&self.config, &dir, spec.clone()).map_err(|err| {
+                    Topic::open(&self.config, &dir, spec.clone()).inspect_err(|_| {
                         let _ = std::fs::remove_dir_all(&dir);
-                        err
                     })
                 },
             )
