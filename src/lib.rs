@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod broker;
+pub mod client;
 pub mod config;
 pub mod log;
 pub mod meta;

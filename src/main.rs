@@ -1,28 +1,32 @@
-//! The `ferry` command line: `ferry serve` runs a broker.
+//! The `ferry` command line: `ferry serve` runs a broker, and the other
+//! subcommands are clients of its REST API (see `cli`).
 
-use clap::{Parser, Subcommand};
+mod cli;
+
+use ferry::client;
+
+use std::process::ExitCode;
+
+use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use ferry::config::ServeArgs;
 
-#[derive(Parser)]
-#[command(name = "ferry", version, about = "Ferry message broker")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use cli::{Cli, Command};
 
-#[derive(Subcommand)]
-enum Command {
-    /// Run a broker.
-    Serve(ServeArgs),
-}
-
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => match serve(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            // The same output as returning the error from `main`.
+            Err(err) => {
+                eprintln!("Error: {err:?}");
+                ExitCode::FAILURE
+            }
+        },
+        command => cli::run(cli.connection, command),
     }
 }
 

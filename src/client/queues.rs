@@ -1,0 +1,109 @@
+//! Queues: create, list, describe, delete, send, receive, ack and nack.
+
+use bytes::Bytes;
+use reqwest::Method;
+
+use crate::client::types::{
+    Acked, CreateQueue, Message, Messages, MessagesOut, Nacked, NewMessage, Offsets,
+    PartitionOffset, Queue, QueueList, ReceiveParams, SettleRequest,
+};
+use crate::client::{json_body, Client, ClientError};
+
+impl Client {
+    /// Queues the caller can see: `GET /v1/queues`.
+    pub async fn list_queues(&self) -> Result<Vec<Queue>, ClientError> {
+        let list: QueueList = self.call(Method::GET, &["v1", "queues"], &[], None).await?;
+        Ok(list.queues)
+    }
+
+    /// Creates a queue: `POST /v1/queues`.
+    ///
+    /// # Errors
+    ///
+    /// `already_exists` (409) when the name is taken.
+    pub async fn create_queue(&self, request: &CreateQueue) -> Result<Queue, ClientError> {
+        self.call(
+            Method::POST,
+            &["v1", "queues"],
+            &[],
+            Some(json_body(request)),
+        )
+        .await
+    }
+
+    /// Describes one queue with its depth and in-flight count: `GET
+    /// /v1/queues/{queue}`.
+    pub async fn describe_queue(&self, queue: &str) -> Result<Queue, ClientError> {
+        self.call(Method::GET, &["v1", "queues", queue], &[], None)
+            .await
+    }
+
+    /// Deletes a queue and its messages; only the owner may.
+    pub async fn delete_queue(&self, queue: &str) -> Result<(), ClientError> {
+        self.call_no_content(Method::DELETE, &["v1", "queues", queue], None)
+            .await
+    }
+
+    /// Sends a batch to a queue: `POST /v1/queues/{queue}/messages`.
+    /// Returns each message's offset in the queue's log, in request order.
+    pub async fn send(
+        &self,
+        queue: &str,
+        messages: &[NewMessage],
+    ) -> Result<Vec<PartitionOffset>, ClientError> {
+        self.send_body(queue, json_body(&MessagesOut { messages }))
+            .await
+    }
+
+    /// Sends an already encoded `{"messages": [...]}` body to a queue.
+    pub async fn send_body(
+        &self,
+        queue: &str,
+        body: Bytes,
+    ) -> Result<Vec<PartitionOffset>, ClientError> {
+        let segments = ["v1", "queues", queue, "messages"];
+        let offsets: Offsets = self.call(Method::POST, &segments, &[], Some(body)).await?;
+        Ok(offsets.offsets)
+    }
+
+    /// Leases up to `max_messages` messages: `POST
+    /// /v1/queues/{queue}/receive`. Each delivery carries an `id` to ack or
+    /// nack before its lease (the visibility timeout) runs out. After that
+    /// the queue hands the message out again.
+    pub async fn receive(
+        &self,
+        queue: &str,
+        params: ReceiveParams,
+    ) -> Result<Vec<Message>, ClientError> {
+        let segments = ["v1", "queues", queue, "receive"];
+        let messages: Messages = self
+            .call(Method::POST, &segments, &[], Some(json_body(&params)))
+            .await?;
+        Ok(messages.messages)
+    }
+
+    /// Acks deliveries by id, removing their messages from the queue. Ids
+    /// that could not be acked are listed in [`Acked::failed`], not
+    /// returned as an error.
+    pub async fn ack(&self, queue: &str, ids: &[String]) -> Result<Acked, ClientError> {
+        let body = json_body(&SettleRequest { ids, requeue: None });
+        let segments = ["v1", "queues", queue, "ack"];
+        self.call(Method::POST, &segments, &[], Some(body)).await
+    }
+
+    /// Nacks deliveries by id: with `requeue` the messages are ready for
+    /// delivery again at once, without it they are not delivered again.
+    pub async fn nack(
+        &self,
+        queue: &str,
+        ids: &[String],
+        requeue: bool,
+    ) -> Result<Nacked, ClientError> {
+        let body = json_body(&SettleRequest {
+            ids,
+            requeue: Some(requeue),
+        });
+        let segments = ["v1", "queues", queue, "nack"];
+        self.call(Method::POST, &segments, &[], Some(body)).await
+    }
+}
