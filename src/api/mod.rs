@@ -27,7 +27,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::api::error::ApiError;
-use crate::broker::{Broker, Principal};
+use crate::broker::{Broker, NewMessage, Principal};
 
 pub use system::Metrics;
 
@@ -171,6 +171,25 @@ where
     F: Future<Output = Result<Response, ApiError>>,
 {
     handler.await.unwrap_or_else(ApiError::into_response)
+}
+
+/// Parses a publish or send body, stores the messages with `store`, counts
+/// them, and answers with their offsets.
+async fn store_messages<F, Fut>(
+    context: &Context,
+    body: &Bytes,
+    store: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(Vec<NewMessage>) -> Fut,
+    Fut: Future<Output = crate::broker::Result<Vec<(u32, u64)>>>,
+{
+    let messages = request::parse_json::<wire::MessagesIn>(body)?.into_messages()?;
+    let count = messages.len() as u64;
+    let bytes: usize = messages.iter().map(NewMessage::value_len).sum();
+    let offsets = store(messages).await?;
+    context.metrics.count_published(count, bytes as u64);
+    Ok(raw_json(StatusCode::OK, wire::offsets_json(&offsets)))
 }
 
 /// A JSON response of `value` with `status`.

@@ -12,9 +12,10 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::api::request::parse_json;
-use crate::api::wire::{deliveries_json, offsets_json, MessagesIn};
+use crate::api::wire::deliveries_json;
 use crate::api::{
-    authenticated, body, json, no_content, raw_json, respond, rfc3339_ms, with_context, Context,
+    authenticated, body, json, no_content, raw_json, respond, rfc3339_ms, store_messages,
+    with_context, Context,
 };
 use crate::broker::queues::CreateQueue;
 use crate::broker::{AckOutcome, Principal, QueueView, MAX_WAIT};
@@ -125,14 +126,9 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
         .then(
             |name: String, context: Context, principal: Principal, body: Bytes| {
                 respond(async move {
-                    let messages = parse_json::<MessagesIn>(&body)?.into_messages()?;
-                    let count = messages.len() as u64;
-                    let bytes: usize = messages.iter().map(|m| m.value_len()).sum();
-                    let offsets = context.broker.send(&principal, &name, messages).await?;
-                    context.metrics.count_published(count, bytes as u64);
-                    let offsets: Vec<(u32, u64)> =
-                        offsets.into_iter().map(|offset| (0, offset)).collect();
-                    Ok(raw_json(StatusCode::OK, offsets_json(&offsets)))
+                    let broker = &context.broker;
+                    let store = |messages| broker.send(&principal, &name, messages);
+                    store_messages(&context, &body, store).await
                 })
             },
         );

@@ -12,10 +12,10 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::api::request::{parse_json, Query};
-use crate::api::wire::{messages_json, offsets_json, MessagesIn};
+use crate::api::wire::messages_json;
 use crate::api::{
     authenticated, body, json, no_content, path_number, query, raw_json, respond, rfc3339_ms,
-    with_context, Context,
+    store_messages, with_context, Context,
 };
 use crate::broker::topics::{CreateTopic, FetchLimits};
 use crate::broker::{Principal, TopicView, MAX_WAIT};
@@ -114,12 +114,9 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
         .then(
             |name: String, context: Context, principal: Principal, body: Bytes| {
                 respond(async move {
-                    let messages = parse_json::<MessagesIn>(&body)?.into_messages()?;
-                    let count = messages.len() as u64;
-                    let bytes: usize = messages.iter().map(|m| m.value_len()).sum();
-                    let offsets = context.broker.publish(&principal, &name, messages).await?;
-                    context.metrics.count_published(count, bytes as u64);
-                    Ok(raw_json(StatusCode::OK, offsets_json(&offsets)))
+                    let broker = &context.broker;
+                    let store = |messages| broker.publish(&principal, &name, messages);
+                    store_messages(&context, &body, store).await
                 })
             },
         );

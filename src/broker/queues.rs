@@ -168,13 +168,14 @@ impl Broker {
         Ok(())
     }
 
-    /// Sends `messages` to queue `name` as one batch; returns their offsets.
+    /// Sends `messages` to queue `name` as one batch; returns (partition,
+    /// offset) per message, the partition always 0.
     pub async fn send(
         &self,
         principal: &Principal,
         name: &str,
         messages: Vec<NewMessage>,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Vec<(u32, u64)>> {
         let queue = self.open_queue(principal, name, Some(Permission::Publish))?;
         self.check_messages(&messages)?;
         let producer = Bytes::from(principal.username.clone());
@@ -188,7 +189,9 @@ impl Broker {
             .messages
             .append(records, ProducerInfo::default())
             .await?;
-        Ok((info.base_offset..info.base_offset + count).collect())
+        Ok((info.base_offset..info.base_offset + count)
+            .map(|offset| (0, offset))
+            .collect())
     }
 
     /// Leases up to `max_messages` messages, waiting up to `wait` for the

@@ -12,46 +12,8 @@ use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-/// Whether other users can see a topic or queue.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Access {
-    /// Every user may publish and consume (the broker's default).
-    #[default]
-    Public,
-    /// Only the owner and users with grants; for others it does not exist.
-    Private,
-}
-
-/// Cleanup policy of a topic's partitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Cleanup {
-    /// Retention deletes old segments.
-    Delete,
-    /// Compaction keeps the latest message per key.
-    Compact,
-}
-
-/// Start position of a new subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StartPosition {
-    /// At the first retained message.
-    Earliest,
-    /// After the last message present at creation (the broker's default).
-    Latest,
-}
-
-/// Permission given by a grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Permission {
-    /// Publish to a topic or send to a queue.
-    Publish,
-    /// Fetch from, subscribe to or receive from the resource.
-    Consume,
-}
+// The enums of the wire format are the broker's own types.
+pub use crate::meta::{Access, Cleanup, Permission, StartPosition};
 
 /// The kind of resource a grant applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
