@@ -38,7 +38,7 @@ use tracing::{info, warn};
 use crate::auth::TokenIssuer;
 use crate::config::Config;
 use crate::log::{LogConfig, ProducerInfo, Record};
-use crate::meta::{Catalog, MetaEvent, Permission, Resource, ResourceSpec};
+use crate::meta::{Catalog, MetaEvent, Permission, Resource, ResourceKind, ResourceSpec};
 
 pub use durable::DurableLog;
 pub use error::{BrokerError, Result};
@@ -163,34 +163,46 @@ impl Broker {
         Ok(())
     }
 
-    /// Deletes directories of topics and queues that the catalog no longer
-    /// has: a crash between logging a deletion and removing the files
-    /// leaves them behind.
+    /// Deletes the directories of deleted topics and queues: a crash
+    /// between logging a deletion and removing the files leaves them behind.
+    ///
+    /// A directory whose id the catalog has never seen deleted is kept and
+    /// reported instead: it may hold acknowledged messages of a resource
+    /// whose creation event was lost, and only an operator can decide.
     fn remove_orphan_dirs(&self) {
-        let expected: Vec<PathBuf> = {
-            let topics = read_lock(&self.topics);
-            let queues = read_lock(&self.queues);
-            topics
-                .values()
-                .map(|topic| self.topic_dir(&topic.spec.name, topic.spec.id))
-                .chain(
-                    queues
-                        .values()
-                        .map(|queue| self.queue_dir(&queue.spec.name, queue.spec.id)),
-                )
-                .collect()
-        };
-        for parent in ["topics", "queues"] {
+        let catalog = read_lock(&self.catalog);
+        for (parent, kind) in [
+            ("topics", ResourceKind::Topic),
+            ("queues", ResourceKind::Queue),
+        ] {
             let Ok(entries) = std::fs::read_dir(self.config.data_dir.join(parent)) else {
                 continue;
             };
             for entry in entries.flatten() {
                 let path = entry.path();
-                if !expected.contains(&path) {
+                let file_name = entry.file_name();
+                let Some((name, id)) = file_name.to_str().and_then(parse_resource_dir) else {
+                    warn!(dir = %path.display(), "unexpected entry in the data directory, kept");
+                    continue;
+                };
+                let current = match kind {
+                    ResourceKind::Topic => catalog.topic(name).map(|t| t.spec.id),
+                    ResourceKind::Queue => catalog.queue(name).map(|q| q.spec.id),
+                };
+                if current == Some(id) {
+                    continue;
+                }
+                if catalog.was_deleted(kind, id) {
                     info!(dir = %path.display(), "removing files of a deleted resource");
                     if let Err(err) = std::fs::remove_dir_all(&path) {
                         warn!(dir = %path.display(), error = %err, "failed to remove directory");
                     }
+                } else {
+                    warn!(
+                        dir = %path.display(),
+                        "directory is not in the catalog (its creation event may be lost), kept; \
+                         inspect it with ferry-log and move it away by hand"
+                    );
                 }
             }
         }
@@ -301,6 +313,12 @@ impl Broker {
         }
         Ok(())
     }
+}
+
+/// Splits a resource directory name `<name>@<id>`.
+fn parse_resource_dir(file_name: &str) -> Option<(&str, u64)> {
+    let (name, id) = file_name.rsplit_once('@')?;
+    Some((name, id.parse().ok()?))
 }
 
 fn open_internal(config: &Config, dir: &Path) -> Result<Arc<DurableLog>> {

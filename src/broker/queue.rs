@@ -209,12 +209,18 @@ impl Queue {
                     Err(err) => outcome.failed.push((id.clone(), err.to_string())),
                 }
             }
+            // Reserved under the same lock as the checks, so no other
+            // request can pass them for these offsets meanwhile.
+            state.begin_settle(&offsets);
         }
         if offsets.is_empty() {
             return Ok(outcome);
         }
-        let event = event(offsets);
-        self.store(event.clone()).await?;
+        let event = event(offsets.clone());
+        if let Err(err) = self.store(event.clone()).await {
+            self.lock_state().abandon_settle(&offsets);
+            return Err(err);
+        }
         self.lock_state().apply(&event);
         Ok(outcome)
     }

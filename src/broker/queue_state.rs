@@ -11,7 +11,7 @@
 //! `next_new` was never delivered; below `next_new`, an offset not acked is
 //! either leased or in `ready`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +62,9 @@ pub enum SettleError {
     /// The delivery count in the id is higher than the message's.
     #[error("is not a current delivery id")]
     UnknownDelivery,
+    /// Another request is settling this message right now.
+    #[error("is being settled by another request")]
+    Settling,
     /// The lease already expired or was released (nack only).
     #[error("is not leased")]
     NotLeased,
@@ -77,6 +80,9 @@ pub struct QueueState {
     expiry: BTreeSet<(i64, u64)>,
     ready: BTreeSet<u64>,
     delivery_counts: HashMap<u64, u32>,
+    /// Offsets whose ack or release is being stored: no other settlement
+    /// and no new lease may take them until it is applied or abandoned.
+    settling: HashSet<u64>,
 }
 
 /// Message counts of a queue.
@@ -100,7 +106,13 @@ impl QueueState {
         deadline_ms: i64,
     ) -> Vec<(u64, u32)> {
         self.expire(now_ms);
-        let mut offsets: Vec<u64> = self.ready.iter().take(max).copied().collect();
+        let mut offsets: Vec<u64> = self
+            .ready
+            .iter()
+            .filter(|offset| !self.settling.contains(offset))
+            .take(max)
+            .copied()
+            .collect();
         let mut next = self.next_new.max(self.ack_floor);
         while offsets.len() < max && next < end_offset {
             offsets.push(next);
@@ -132,6 +144,9 @@ impl QueueState {
     /// be acked now. An ack after the lease expired is accepted as long as
     /// nobody received the message again.
     pub fn check_ack(&self, offset: u64, delivery_count: u32) -> Result<(), SettleError> {
+        if self.settling.contains(&offset) {
+            return Err(SettleError::Settling);
+        }
         if self.is_acked(offset) {
             return Err(SettleError::AlreadyAcked);
         }
@@ -164,6 +179,21 @@ impl QueueState {
         Ok(())
     }
 
+    /// Reserves offsets that passed a check while their settlement is
+    /// stored, so that neither a receive nor another ack or nack can take
+    /// them in the meantime. [`QueueState::apply`] or
+    /// [`QueueState::abandon_settle`] ends the reservation.
+    pub fn begin_settle(&mut self, offsets: &[u64]) {
+        self.settling.extend(offsets);
+    }
+
+    /// Ends a reservation whose event could not be stored.
+    pub fn abandon_settle(&mut self, offsets: &[u64]) {
+        for offset in offsets {
+            self.settling.remove(offset);
+        }
+    }
+
     /// Applies a stored event; used both live and for replay.
     pub fn apply(&mut self, event: &QueueEvent) {
         match event {
@@ -173,11 +203,13 @@ impl QueueState {
             } => self.apply_lease(offsets, *deadline_ms),
             QueueEvent::Acked { offsets } => {
                 for &offset in offsets {
+                    self.settling.remove(&offset);
                     self.apply_ack(offset);
                 }
             }
             QueueEvent::Released { offsets } => {
                 for &offset in offsets {
+                    self.settling.remove(&offset);
                     if let Some(lease) = self.leases.remove(&offset) {
                         self.expiry.remove(&(lease.deadline_ms, offset));
                         self.ready.insert(offset);
@@ -215,7 +247,9 @@ impl QueueState {
 
     /// Whether some message below `end_offset` can be leased at `now_ms`.
     pub fn has_ready(&self, end_offset: u64, now_ms: i64) -> bool {
-        !self.ready.is_empty()
+        self.ready
+            .iter()
+            .any(|offset| !self.settling.contains(offset))
             || self.next_new.max(self.ack_floor) < end_offset
             || self
                 .next_deadline()
@@ -355,6 +389,29 @@ mod tests {
             deadline_ms: 100,
         });
         assert_eq!(replayed.lease(10, 4, 0, 100), vec![(0, 1), (1, 1)]);
+    }
+
+    #[test]
+    fn settling_offset_is_not_leased_or_settled_twice() {
+        let mut state = QueueState::default();
+        state.lease(1, 1, 0, 10);
+        state.check_ack(0, 1).unwrap();
+        state.begin_settle(&[0]);
+        // The lease ends while the ack is being stored.
+        assert!(
+            state.lease(1, 1, 20, 30).is_empty(),
+            "not redelivered while settling"
+        );
+        assert_eq!(state.check_ack(0, 1), Err(SettleError::Settling));
+        state.apply(&QueueEvent::Acked { offsets: vec![0] });
+        assert_eq!(state.check_ack(0, 1), Err(SettleError::AlreadyAcked));
+
+        // An abandoned settlement makes the message available again.
+        let mut state = QueueState::default();
+        state.lease(1, 1, 0, 10);
+        state.begin_settle(&[0]);
+        state.abandon_settle(&[0]);
+        assert_eq!(state.lease(1, 1, 20, 30), vec![(0, 2)]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! in. Replay at start applies every stored event in order, so both must
 //! depend on the catalog state alone, never on the clock or on disk.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::auth::PasswordHash;
 use crate::meta::event::{
@@ -61,6 +61,9 @@ pub struct Catalog {
     topics: BTreeMap<String, Resource<TopicSpec>>,
     queues: BTreeMap<String, Resource<QueueSpec>>,
     subscriptions: BTreeMap<(String, String), SubscriptionSpec>,
+    /// Ids of deleted topic and queue incarnations, so leftover files of a
+    /// deletion can be told from files the catalog does not know.
+    deleted: HashSet<(ResourceKind, u64)>,
 }
 
 impl Catalog {
@@ -158,8 +161,9 @@ impl Catalog {
                 };
                 self.topics.insert(spec.name.clone(), resource);
             }
-            MetaEvent::TopicDeleted { name, .. } => {
+            MetaEvent::TopicDeleted { name, id } => {
                 self.topics.remove(name);
+                self.deleted.insert((ResourceKind::Topic, *id));
                 self.subscriptions.retain(|(topic, _), _| topic != name);
             }
             MetaEvent::QueueCreated(spec) => {
@@ -169,8 +173,9 @@ impl Catalog {
                 };
                 self.queues.insert(spec.name.clone(), resource);
             }
-            MetaEvent::QueueDeleted { name, .. } => {
+            MetaEvent::QueueDeleted { name, id } => {
                 self.queues.remove(name);
+                self.deleted.insert((ResourceKind::Queue, *id));
             }
             MetaEvent::GrantAdded {
                 kind,
@@ -234,6 +239,11 @@ impl Catalog {
     /// Every queue, by name.
     pub fn queues(&self) -> impl Iterator<Item = &Resource<QueueSpec>> {
         self.queues.values()
+    }
+
+    /// Whether the topic or queue incarnation `id` was deleted.
+    pub fn was_deleted(&self, kind: ResourceKind, id: u64) -> bool {
+        self.deleted.contains(&(kind, id))
     }
 
     /// The subscription `name` on `topic`.
