@@ -5,6 +5,7 @@ mod cli;
 
 use ferry::client;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -36,6 +37,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = args.resolve()?;
     let runtime = tokio::runtime::Runtime::new()?;
@@ -43,13 +45,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|err| anyhow::anyhow!("failed to listen on {}: {err}", config.listen))?;
-        let address = listener.local_addr()?;
         let scheme = if config.tls.is_some() {
             "https"
         } else {
             "http"
         };
-        println!("ferry listening on {scheme}://{address}");
+        let server = ferry::server::Server::open(config, listener).await?;
+        // Tests and scripts wait for this line: print it only once the data
+        // directory is open and requests can be served.
+        println!("ferry listening on {scheme}://{}", server.local_addr());
         let shutdown = async {
             let mut terminate =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -59,7 +63,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 _ = terminate.recv() => {}
             }
         };
-        ferry::server::run(config, listener, shutdown).await?;
+        server.run(shutdown).await?;
         Ok(())
     })
 }

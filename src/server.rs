@@ -6,7 +6,7 @@ use std::io::BufReader;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -18,6 +18,10 @@ use tracing::{debug, info, warn};
 use crate::api;
 use crate::broker::Broker;
 use crate::config::{Config, TlsFiles};
+
+/// How long a client may take to send a request's headers, also the idle
+/// time allowed between requests on a kept-alive connection.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long shutdown waits for open requests and streams to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -36,25 +40,70 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// Opens the broker and serves REST on `listener` until `shutdown`
-/// completes, then drains connections and closes the logs.
-///
-/// The listen address in `config` is replaced by the listener's real
-/// address, which matters when the configured port was 0.
-pub async fn run(
-    mut config: Config,
+/// A broker with its REST listener, ready to serve.
+pub struct Server {
+    config: Config,
     listener: TcpListener,
+    broker: Arc<Broker>,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Server {
+    /// Loads the TLS files and opens the broker (recovering its logs).
+    ///
+    /// The listen address in the configuration is replaced by the
+    /// listener's real address, which matters when the configured port
+    /// was 0.
+    pub async fn open(mut config: Config, listener: TcpListener) -> Result<Server, ServerError> {
+        config.listen = listener.local_addr()?;
+        let tls = match &config.tls {
+            Some(files) => Some(tls_acceptor(files)?),
+            None => None,
+        };
+        let broker = Broker::open(config.clone()).await?;
+        Ok(Server {
+            config,
+            listener,
+            broker,
+            tls,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.config.listen
+    }
+
+    /// Serves REST until `shutdown` completes, then drains connections
+    /// and closes the logs.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server {
+            config,
+            listener,
+            broker,
+            tls,
+        } = self;
+        serve(config, listener, broker, tls, shutdown).await
+    }
+}
+
+async fn serve(
+    config: Config,
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    config.listen = listener.local_addr()?;
-    let tls = match &config.tls {
-        Some(files) => Some(tls_acceptor(files)?),
-        None => None,
-    };
-    let broker = Broker::open(config.clone()).await?;
     let service = warp::service(api::routes(Arc::clone(&broker)));
     let graceful = GracefulShutdown::new();
-    let builder = ConnectionBuilder::new(TokioExecutor::new());
+    let mut builder = ConnectionBuilder::new(TokioExecutor::new());
+    // Without a timer hyper enforces no header timeout, and a client that
+    // never finishes its headers would hold a connection forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
     info!(
         listen = %config.listen,
         tls = tls.is_some(),
@@ -119,6 +168,7 @@ pub async fn run(
     }
 
     info!("shutting down: draining connections");
+    broker.begin_shutdown();
     drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await

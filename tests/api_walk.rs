@@ -787,6 +787,29 @@ async fn limits(alice: &Api) {
         let message = result.1["error"]["message"].as_str().unwrap();
         assert!(message.contains(field), "`{message}` does not name {field}");
     }
+    // Values nested deeper than 128 levels are rejected before storing.
+    let deep = format!("{}1{}", "[".repeat(129), "]".repeat(129));
+    let body = format!(r#"{{"messages":[{{"value":{deep}}}]}}"#);
+    let result = alice
+        .call_raw(Method::POST, "/v1/topics/limits/messages", body)
+        .await;
+    assert_error(&result, StatusCode::BAD_REQUEST, "invalid_argument");
+    assert!(result.1["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("messages[0].value"));
+    let ok = format!("{}1{}", "[".repeat(128), "]".repeat(128));
+    let body = format!(r#"{{"messages":[{{"value":{ok}}}]}}"#);
+    let (status, body) = alice
+        .call_raw(Method::POST, "/v1/topics/limits/messages", body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = alice.call(Method::DELETE, "/v1/topics/limits", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    alice
+        .post_expect("/v1/topics", json!({"name": "limits"}), StatusCode::CREATED)
+        .await;
+
     // Nothing of the rejected requests was stored.
     let described = alice.get_ok("/v1/topics/limits").await;
     assert_eq!(described["partitions"][0]["end_offset"], 0);

@@ -70,8 +70,14 @@ impl From<BrokerError> for ApiError {
             }
             BrokerError::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             BrokerError::Storage(_) | BrokerError::Internal(_) => {
+                // The details name files and internals of the server: they
+                // go to the log, and the client gets a pointer to it.
                 tracing::error!(error = %err, "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+                return ApiError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    code: "internal",
+                    message: "internal error; the broker's log has the details".into(),
+                };
             }
         };
         ApiError {

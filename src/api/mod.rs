@@ -31,6 +31,9 @@ use crate::broker::{Broker, NewMessage, Principal};
 
 pub use system::Metrics;
 
+/// How long a client may take to send a request body.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct Context {
@@ -84,7 +87,7 @@ fn authenticated(
     context: &Context,
 ) -> impl Filter<Extract = (Principal,), Error = warp::Rejection> + Clone {
     let broker = Arc::clone(&context.broker);
-    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+    authorization_header().and_then(move |header: Option<String>| {
         let broker = Arc::clone(&broker);
         async move {
             let token = bearer_token(header.as_deref()).map_err(warp::reject::custom)?;
@@ -92,6 +95,19 @@ fn authenticated(
                 .authenticate(token)
                 .map_err(|err| warp::reject::custom(ApiError::from(err)))
         }
+    })
+}
+
+/// A filter for the Authorization header's text. A value that is not
+/// visible ASCII counts as a bad token (401), not as a malformed request.
+fn authorization_header() -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
+    warp::header::headers_cloned().map(|headers: warp::http::HeaderMap| {
+        headers.get(header::AUTHORIZATION).map(|value| {
+            value
+                .to_str()
+                .map(str::to_string)
+                .unwrap_or_else(|_| "invalid".to_string())
+        })
     })
 }
 
@@ -119,9 +135,17 @@ fn body(context: &Context) -> impl Filter<Extract = (Bytes,), Error = warp::Reje
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
         .and_then(move |length: Option<u64>, stream| async move {
-            read_body(length, stream, max)
-                .await
-                .map_err(warp::reject::custom)
+            match tokio::time::timeout(BODY_READ_TIMEOUT, read_body(length, stream, max)).await {
+                Ok(body) => body.map_err(warp::reject::custom),
+                Err(_) => Err(warp::reject::custom(ApiError {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    code: "timed_out",
+                    message: format!(
+                        "request body not received within {} s",
+                        BODY_READ_TIMEOUT.as_secs()
+                    ),
+                })),
+            }
         })
 }
 

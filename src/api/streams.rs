@@ -31,7 +31,7 @@ use warp::{Filter, Reply};
 use crate::api::error::ApiError;
 use crate::api::request::Query;
 use crate::api::wire::stream_message_json;
-use crate::api::{bearer_token, query, respond, with_context, Context};
+use crate::api::{authorization_header, bearer_token, query, respond, with_context, Context};
 use crate::broker::queue::Queue;
 use crate::broker::subscriptions::Group;
 use crate::broker::{now_ms, Broker, Principal};
@@ -79,7 +79,7 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
     let queue = warp::path!("v1" / "queues" / String / "stream")
         .and(warp::get())
         .and(with_context(context))
-        .and(warp::header::optional::<String>("authorization"))
+        .and(authorization_header())
         .and(query())
         .and(warp::ws())
         .then(
@@ -105,7 +105,7 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
     let subscription = warp::path!("v1" / "topics" / String / "subscriptions" / String / "stream")
         .and(warp::get())
         .and(with_context(context))
-        .and(warp::header::optional::<String>("authorization"))
+        .and(authorization_header())
         .and(query())
         .and(warp::ws())
         .then(
@@ -144,6 +144,40 @@ fn stream_principal(
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocket, WsMessage>;
+
+/// Why a stream ends on the broker's side.
+enum StreamEnd {
+    /// The broker is shutting down.
+    Shutdown,
+    /// The resource is gone or the caller lost the permission.
+    Rejected(ApiError),
+}
+
+/// Whether the stream must end: at shutdown, or when `recheck` failed.
+fn stream_end(broker: &Broker, recheck: crate::broker::Result<()>) -> Option<StreamEnd> {
+    if broker.is_shutting_down() {
+        return Some(StreamEnd::Shutdown);
+    }
+    recheck
+        .err()
+        .map(|err| StreamEnd::Rejected(ApiError::from(err)))
+}
+
+/// Sends the reason (an error frame, or a close frame with code 1001 at
+/// shutdown) and closes the socket.
+async fn end_stream(sink: &mut Sink, end: StreamEnd) -> Result<(), warp::Error> {
+    match end {
+        StreamEnd::Shutdown => {
+            sink.send(WsMessage::close_with(1001u16, "broker shutting down"))
+                .await?
+        }
+        StreamEnd::Rejected(error) => {
+            send_error(sink, error).await?;
+            sink.send(WsMessage::close()).await?;
+        }
+    }
+    Ok(())
+}
 
 async fn send_json(sink: &mut Sink, value: &serde_json::Value) -> Result<(), warp::Error> {
     sink.send(WsMessage::text(value.to_string())).await
@@ -204,6 +238,12 @@ async fn queue_stream(
     let visibility_ms = queue.spec.visibility_timeout_ms;
     let result = async {
         loop {
+            if let Some(end) = stream_end(
+                &broker,
+                broker.recheck_queue(&principal, &queue, Permission::Consume),
+            ) {
+                return end_stream(&mut sink, end).await;
+            }
             if credits > 0 {
                 let size = credits.min(SEND_CHUNK) as usize;
                 let deliveries = match queue.lease(size, visibility_ms).await {
@@ -229,7 +269,15 @@ async fn queue_stream(
             let notified = queue.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if credits > 0 && queue.has_ready() {
+            // A deletion, revoke or shutdown just before the enable would
+            // otherwise go unnoticed until the next frame.
+            if credits > 0 && queue.has_ready() || broker.is_shutting_down() {
+                continue;
+            }
+            if broker
+                .recheck_queue(&principal, &queue, Permission::Consume)
+                .is_err()
+            {
                 continue;
             }
             let wake = match queue.next_deadline() {
@@ -303,6 +351,9 @@ async fn subscription_stream(
     let name = group.spec.name.clone();
     let result = async {
         loop {
+            if let Some(end) = stream_end(&broker, broker.recheck_group(&principal, &group)) {
+                return end_stream(&mut sink, end).await;
+            }
             if credits > 0 {
                 let messages = match group.take(credits.min(SEND_CHUNK) as usize) {
                     Ok(messages) => messages,
@@ -324,7 +375,10 @@ async fn subscription_stream(
             let notified = group.topic.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if credits > 0 && group.has_messages() {
+            if credits > 0 && group.has_messages() || broker.is_shutting_down() {
+                continue;
+            }
+            if broker.recheck_group(&principal, &group).is_err() {
                 continue;
             }
             tokio::select! {

@@ -68,11 +68,25 @@ impl MessagesIn<'_> {
     }
 }
 
+/// Deepest nesting of arrays and objects accepted in a message value. It
+/// matches serde_json's default recursion limit, so consumers written with
+/// it (the `ferry` CLI among them) can read every stored value.
+pub const MAX_VALUE_DEPTH: usize = 128;
+
 impl MessageIn<'_> {
     fn into_message(self, index: usize) -> Result<NewMessage, ApiError> {
         let field = |name: &str| format!("messages[{index}].{name}");
         let payload = match (self.value, self.value_b64) {
-            (Some(raw), None) => Payload::Json(Bytes::copy_from_slice(raw.get().as_bytes())),
+            (Some(raw), None) => {
+                let text = raw.get();
+                if nesting_depth(text) > MAX_VALUE_DEPTH {
+                    return Err(ApiError::invalid(
+                        &field("value"),
+                        format!("nests arrays and objects deeper than {MAX_VALUE_DEPTH} levels"),
+                    ));
+                }
+                Payload::Json(Bytes::copy_from_slice(text.as_bytes()))
+            }
             (None, Some(text)) => {
                 let bytes = BASE64.decode(text.as_bytes()).map_err(|err| {
                     ApiError::invalid(&field("value_b64"), format!("not valid base64: {err}"))
@@ -120,6 +134,34 @@ impl MessageIn<'_> {
             ttl_ms: self.ttl_ms,
         })
     }
+}
+
+/// The deepest nesting of arrays and objects in valid JSON text.
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut in_string = false;
+    let mut escaped = false;
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Writes `{"messages": [...]}` and any extra top-level fields already
@@ -238,6 +280,15 @@ mod tests {
     fn parse(body: &'static str) -> Result<Vec<NewMessage>, ApiError> {
         let bytes: &'static Bytes = Box::leak(Box::new(Bytes::from_static(body.as_bytes())));
         crate::api::request::parse_json::<MessagesIn>(bytes)?.into_messages()
+    }
+
+    #[test]
+    fn nesting_depth_ignores_strings() {
+        assert_eq!(nesting_depth("1"), 0);
+        assert_eq!(nesting_depth(r#"[{"a": [1]}, []]"#), 3);
+        assert_eq!(nesting_depth(r#"["[[[", "\"{{"]"#), 1);
+        let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        assert_eq!(nesting_depth(&deep), 129);
     }
 
     #[test]

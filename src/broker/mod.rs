@@ -29,6 +29,7 @@ pub mod users;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +72,8 @@ pub struct Broker {
     queues: RwLock<HashMap<String, Arc<queue::Queue>>>,
     offsets: offsets::OffsetStore,
     groups: RwLock<HashMap<(String, String), Arc<subscriptions::Group>>>,
+    /// Set at shutdown: long polls and streams end at once.
+    shutting_down: AtomicBool,
 }
 
 impl Broker {
@@ -113,6 +116,7 @@ impl Broker {
             queues: RwLock::new(HashMap::new()),
             offsets,
             groups: RwLock::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
         };
         broker.open_resources()?;
         broker.remove_orphan_dirs();
@@ -124,6 +128,68 @@ impl Broker {
     /// The configuration the broker runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Ends every long poll (with what it has, usually nothing) and every
+    /// push stream, so that a graceful shutdown does not wait for them.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for topic in read_lock(&self.topics).values() {
+            topic.appended.notify_waiters();
+        }
+        for queue in read_lock(&self.queues).values() {
+            queue.changed.notify_waiters();
+        }
+    }
+
+    /// Whether [`Broker::begin_shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Checks again, during a long poll or a stream, that `topic` is still
+    /// the same incarnation and that `principal` still holds `permission`:
+    /// a deletion or a revoked grant ends the wait with the error a new
+    /// request would get.
+    pub fn recheck_topic(
+        &self,
+        principal: &Principal,
+        topic: &topic::Topic,
+        permission: Permission,
+    ) -> Result<()> {
+        let catalog = read_lock(&self.catalog);
+        let name = &topic.spec.name;
+        let current = catalog
+            .topic(name)
+            .filter(|resource| resource.spec.id == topic.spec.id);
+        Broker::authorize(
+            current,
+            "topic",
+            name,
+            &principal.username,
+            Some(permission),
+        )
+    }
+
+    /// The queue counterpart of [`Broker::recheck_topic`].
+    pub fn recheck_queue(
+        &self,
+        principal: &Principal,
+        queue: &queue::Queue,
+        permission: Permission,
+    ) -> Result<()> {
+        let catalog = read_lock(&self.catalog);
+        let name = &queue.spec.name;
+        let current = catalog
+            .queue(name)
+            .filter(|resource| resource.spec.id == queue.spec.id);
+        Broker::authorize(
+            current,
+            "queue",
+            name,
+            &principal.username,
+            Some(permission),
+        )
     }
 
     /// Flushes and trims every log; call once at shutdown.

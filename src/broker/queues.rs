@@ -155,7 +155,7 @@ impl Broker {
         )
         .await?;
         write_lock(&self.queues).remove(name);
-        // Wake long polls so they notice at their deadline at the latest.
+        // Long polls and streams wake up, find the queue gone and end.
         queue.changed.notify_waiters();
         let dir = self.queue_dir(name, id);
         tokio::task::spawn_blocking(move || {
@@ -208,7 +208,46 @@ impl Broker {
         check_max_messages(max_messages)?;
         let visibility_ms = visibility_timeout_ms.unwrap_or(queue.spec.visibility_timeout_ms);
         check_visibility_timeout("visibility_timeout_ms", visibility_ms)?;
-        receive_from(&queue, max_messages, wait, visibility_ms).await
+        self.receive_from(principal, &queue, max_messages, wait, visibility_ms)
+            .await
+    }
+
+    /// Leases up to `max` messages from `queue`, waiting up to `wait` for
+    /// one; a deletion, a revoked grant or a shutdown ends the wait.
+    pub async fn receive_from(
+        &self,
+        principal: &Principal,
+        queue: &Queue,
+        max: usize,
+        wait: Duration,
+        visibility_ms: u64,
+    ) -> Result<Vec<Delivery>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = queue.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            self.recheck_queue(principal, queue, Permission::Consume)?;
+            let deliveries = queue.lease(max, visibility_ms).await?;
+            if !deliveries.is_empty() || self.is_shutting_down() {
+                return Ok(deliveries);
+            }
+            // Wake up for a new message, a release, the end of the earliest
+            // lease, or the caller's deadline, whichever comes first.
+            let mut wake = deadline;
+            if let Some(lease_end) = queue.next_deadline() {
+                let until = (lease_end - now_ms()).max(0) as u64;
+                wake = wake.min(Instant::now() + Duration::from_millis(until));
+            }
+            if Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
     }
 
     /// Acks delivery ids of queue `name`.
@@ -266,40 +305,6 @@ impl Broker {
                 kind: "queue",
                 name: name.to_string(),
             })
-    }
-}
-
-/// Leases up to `max` messages from `queue`, waiting up to `wait` for one.
-pub async fn receive_from(
-    queue: &Queue,
-    max: usize,
-    wait: Duration,
-    visibility_ms: u64,
-) -> Result<Vec<Delivery>> {
-    let deadline = Instant::now() + wait;
-    loop {
-        let notified = queue.changed.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-
-        let deliveries = queue.lease(max, visibility_ms).await?;
-        if !deliveries.is_empty() {
-            return Ok(deliveries);
-        }
-        // Wake up for a new message, a release, the end of the earliest
-        // lease, or the caller's deadline, whichever comes first.
-        let mut wake = deadline;
-        if let Some(lease_end) = queue.next_deadline() {
-            let until = (lease_end - now_ms()).max(0) as u64;
-            wake = wake.min(Instant::now() + Duration::from_millis(until));
-        }
-        if Instant::now() >= deadline {
-            return Ok(Vec::new());
-        }
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep_until(wake) => {}
-        }
     }
 }
 

@@ -188,6 +188,8 @@ impl Broker {
         )
         .await?;
         write_lock(&self.groups).remove(&(spec.topic.clone(), name.to_string()));
+        // Pulls and streams of the subscription wake up and end.
+        topic.appended.notify_waiters();
         self.offsets.forget(spec.topic_id, name).await?;
         info!(topic = %spec.topic, subscription = %name, "subscription deleted");
         Ok(())
@@ -218,8 +220,9 @@ impl Broker {
             let notified = group.topic.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            self.recheck_group(principal, &group)?;
             let messages = group.take(max_messages)?;
-            if !messages.is_empty() || Instant::now() >= deadline {
+            if !messages.is_empty() || Instant::now() >= deadline || self.is_shutting_down() {
                 return Ok(messages);
             }
             tokio::select! {
@@ -303,6 +306,14 @@ impl Broker {
         });
         let mut groups = write_lock(&self.groups);
         Ok(Arc::clone(groups.entry(key).or_insert(group)))
+    }
+
+    /// Checks again that the subscription and its topic still exist and
+    /// that `principal` may still consume from it.
+    pub fn recheck_group(&self, principal: &Principal, group: &Group) -> Result<()> {
+        self.recheck_topic(principal, &group.topic, Permission::Consume)?;
+        self.subscription_spec(&group.spec.topic, &group.spec.name)
+            .map(|_| ())
     }
 
     /// Returns messages a stream sent but nobody acked to the subscription:

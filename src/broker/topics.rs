@@ -200,6 +200,8 @@ impl Broker {
         .await?;
         write_lock(&self.topics).remove(name);
         write_lock(&self.groups).retain(|(topic, _), _| topic != name);
+        // Long polls and streams wake up, find the topic gone and end.
+        topic.appended.notify_waiters();
         let dir = self.topic_dir(name, id);
         tokio::task::spawn_blocking(move || {
             if let Err(err) = std::fs::remove_dir_all(&dir) {
@@ -289,6 +291,7 @@ impl Broker {
             tokio::pin!(notified);
             notified.as_mut().enable();
 
+            self.recheck_topic(principal, &topic, Permission::Consume)?;
             let high_watermark = log.high_watermark();
             let log_start_offset = log.log_start_offset();
             if offset < log_start_offset || offset > high_watermark {
@@ -299,7 +302,7 @@ impl Broker {
                     high_watermark,
                 });
             }
-            if offset < high_watermark {
+            if offset < high_watermark || self.is_shutting_down() {
                 let messages = read_messages(log, partition, offset, limits)?;
                 let next_offset = messages.last().map_or(offset, |message| message.offset + 1);
                 return Ok(FetchResult {
