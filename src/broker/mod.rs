@@ -28,6 +28,7 @@ pub mod topics;
 pub mod users;
 
 use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -86,12 +87,18 @@ impl Broker {
     /// cannot be loaded, or a log fails to open.
     pub async fn open(config: Config) -> Result<Arc<Broker>> {
         let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|err| {
-            BrokerError::Internal(format!(
-                "failed to create data directory {}: {err}",
-                data_dir.display()
-            ))
-        })?;
+        // Mode 0700: the logs hold password hashes and private messages.
+        // An existing directory keeps the mode its operator gave it.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&data_dir)
+            .map_err(|err| {
+                BrokerError::Internal(format!(
+                    "failed to create data directory {}: {err}",
+                    data_dir.display()
+                ))
+            })?;
         let tokens = TokenIssuer::load(
             config.jwt_secret_file.as_deref(),
             &data_dir,
