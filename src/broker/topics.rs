@@ -16,9 +16,15 @@ use crate::log::ProducerInfo;
 use crate::meta::names::validate_name;
 use crate::meta::{Access, Cleanup, MetaEvent, Permission, TopicSpec};
 
-/// Maximum number of partitions of one topic. Every partition preallocates
-/// a segment on disk, so this also bounds the disk one request can reserve.
+/// Maximum number of partitions of one topic. Each partition holds three
+/// file descriptors and allocates its first 64 KiB at once.
 pub const MAX_PARTITIONS: u32 = 256;
+
+/// Smallest `segment_bytes` a client may ask for. Every sealed segment
+/// keeps a memory map, and Linux allows about 65,000 per process by
+/// default (`vm.max_map_count`), so tiny segments would let one topic
+/// exhaust them.
+pub const MIN_TOPIC_SEGMENT_BYTES: u64 = 1 << 20;
 
 /// The settings a client gives to create a topic.
 #[derive(Debug, Clone, Default)]
@@ -112,10 +118,13 @@ impl Broker {
             ));
         }
         if let Some(segment_bytes) = request.segment_bytes {
-            if !(4096..=u32::MAX as u64).contains(&segment_bytes) {
+            if !(MIN_TOPIC_SEGMENT_BYTES..=u32::MAX as u64).contains(&segment_bytes) {
                 return Err(BrokerError::invalid(
                     "segment_bytes",
-                    format!("{segment_bytes} is outside 4096..={}", u32::MAX),
+                    format!(
+                        "{segment_bytes} is outside {MIN_TOPIC_SEGMENT_BYTES}..={}",
+                        u32::MAX
+                    ),
                 ));
             }
         }

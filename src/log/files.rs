@@ -1,4 +1,4 @@
-//! File system helpers of the log: preallocation, directory sync, index
+//! File system helpers of the log: disk space allocation, directory sync, index
 //! files and error wrapping. `docs/storage-format.md` describes the files.
 
 use std::fs::{self, File};
@@ -29,8 +29,12 @@ pub(crate) fn write_index_file(path: &Path, entries: &[IndexEntry]) -> Result<()
 }
 
 /// Reserves disk blocks for the first `len` bytes of `file`. The file grows
-/// to `len` if it is shorter, and new bytes read as zeros.
+/// to `len` if it is shorter, and new bytes read as zeros. A `len` of 0 does
+/// nothing.
 pub(crate) fn preallocate(file: &File, path: &Path, len: u64) -> Result<(), LogError> {
+    if len == 0 {
+        return Ok(());
+    }
     let Ok(len) = libc::off_t::try_from(len) else {
         return Err(LogError::Io {
             path: path.to_path_buf(),

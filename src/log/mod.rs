@@ -4,8 +4,10 @@
 //! record batches named by its base offset, zero-padded to 20 digits, with a
 //! sparse `.index` of the same name. Offsets are dense per partition and
 //! start at 0. Only the last segment (the active one) is written, through a
-//! memory map over a preallocated file. The others are sealed: trimmed to
-//! their length and mapped read-only.
+//! memory map over a file whose disk space is allocated in growing steps
+//! ahead of the writes. The others are sealed: trimmed to their length,
+//! mapped read-only and closed, so only the active segment and the lock file
+//! hold file descriptors.
 //!
 //! [`PartitionLog`] is the entry point. It appends batches, reads whole
 //! batches by offset, rolls segments, makes data durable with group commit
@@ -78,11 +80,11 @@ pub enum LogError {
         /// Next offset the log will assign.
         log_end_offset: u64,
     },
-    /// Preallocating a segment failed because the file system is full (or
-    /// the quota is used up). Nothing was appended.
-    #[error("no space left to preallocate {}: free disk space or lower segment_bytes", path.display())]
+    /// Allocating disk space for a segment failed because the file system
+    /// is full (or the quota is used up). Nothing was appended.
+    #[error("no space left to allocate disk space for {}: free disk space", path.display())]
     DiskFull {
-        /// Segment file being preallocated.
+        /// Segment file being extended.
         path: PathBuf,
     },
     /// The batch exceeds [`MAX_BATCH_BYTES`].
@@ -174,8 +176,9 @@ pub enum FsyncPolicy {
 /// Settings of one partition log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
-    /// Size in bytes at which the active segment is rolled, and the size it
-    /// is preallocated to. From 61 (one empty batch header) to 4 GiB - 1.
+    /// Size in bytes at which the active segment is rolled, and the length
+    /// of address space its map reserves. Disk space is allocated in steps
+    /// as data arrives. From 61 (one empty batch header) to 4 GiB - 1.
     pub segment_bytes: u64,
     /// Minimum bytes written between two offset index entries.
     pub index_interval_bytes: u32,

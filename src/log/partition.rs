@@ -58,7 +58,7 @@ pub struct SegmentInfo {
     pub base_offset: u64,
     /// The `.log` file.
     pub path: PathBuf,
-    /// Bytes of batches in the segment, without the preallocated tail.
+    /// Bytes of batches in the segment, without the allocated zero tail.
     pub size_bytes: u64,
     /// Offset after the segment's last record.
     pub next_offset: u64,
@@ -110,13 +110,14 @@ impl PartitionLog {
     ///
     /// Sealed segments are trusted. The active (last) segment is scanned
     /// from byte 0 and cut at the first invalid batch, as described on
-    /// `Segment::recover`. The result is logged at `info`.
+    /// `Segment::recover`. The result is logged at `info`, or at `warn` when
+    /// recovery dropped bytes.
     ///
     /// # Errors
     ///
     /// `Locked` if another `PartitionLog` has the directory open,
-    /// `InvalidConfig`, `DiskFull` when the active segment cannot be
-    /// preallocated, and `Io`.
+    /// `InvalidConfig`, `DiskFull` when disk space for the active segment
+    /// cannot be allocated, and `Io`.
     pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogError> {
         config.validate()?;
         fs::create_dir_all(dir).map_err(io_error(dir))?;
@@ -181,14 +182,15 @@ impl PartitionLog {
     /// covers it.
     ///
     /// The append that fills a segment rolls it, which syncs the old segment
-    /// and preallocates the new one, so that append and the appends queued
+    /// and creates the new one, so that append and the appends queued
     /// behind it wait for a few syncs.
     ///
     /// # Errors
     ///
     /// `EmptyBatch`, `BatchTooLarge`, `StaleLeaderEpoch` when `leader_epoch`
-    /// is below the last batch's, `DiskFull` when a new segment cannot be
-    /// preallocated, `Closed`, and `Io`. Nothing is appended on error.
+    /// is below the last batch's, `DiskFull` when the active segment's file
+    /// cannot be extended to hold the batch, `Closed`, and `Io`. Nothing is
+    /// appended on error.
     pub fn append(
         &self,
         records: &[Record],
@@ -398,7 +400,7 @@ impl PartitionLog {
 
     /// Returns the segment that the next batch, of `len` bytes at
     /// `base_offset`, goes to. Rolls when the batch does not fit, and
-    /// replaces an empty segment whose preallocation is too small.
+    /// replaces an empty segment whose capacity is too small.
     fn prepare_active(&self, len: usize, base_offset: u64) -> Result<Arc<Segment>, LogError> {
         let active = self.active_segment()?;
         let needed = len as u64;

@@ -8,8 +8,9 @@
 //!   `00000000000000000000.log` and `00000000000000000000.index`.
 //! - Batches follow each other from byte 0 of a `.log` file. Data ends at the
 //!   end of the file, or at a batch whose `batch_length` field is 0: the zero
-//!   tail of a preallocated active segment. Fewer than 12 bytes before the end
-//!   of the file also end the data when they are all zero.
+//!   tail of an active segment, whose file is allocated ahead of its data.
+//!   Fewer than 12 bytes before the end of the file also end the data when
+//!   they are all zero.
 //!
 //! See `docs/storage-format.md` for the byte layout.
 

@@ -5,25 +5,36 @@
 //! (`00000000000000000000.log`). Batches follow each other from byte 0 with
 //! no padding between them.
 //!
-//! The active segment is preallocated with `posix_fallocate` and written
-//! through a shared writable mapping. Its published `size` is the end of the
-//! last complete batch. One writer at a time copies a batch past `size` and
-//! then moves `size` forward with a Release store. A reader that loads
-//! `size` with Acquire therefore reads whole batches, never bytes that are
-//! still being written. Bytes below `size` never change for the life of a
-//! `Segment` value: truncation builds a new value after the old one is
-//! dropped. Past `size` the preallocated tail reads as zeros, and a
-//! `batch_length` of 0 ends the data (see `reader.rs`).
+//! The active segment is written through a shared writable mapping that
+//! spans its whole capacity (`segment_bytes`, or a larger batch's size). The
+//! file behind the mapping is shorter: `posix_fallocate` extends it in steps
+//! ahead of the writes, starting at [`INITIAL_ALLOCATION_BYTES`] and at least
+//! doubling each time, so an empty segment takes little disk. A write never
+//! touches a byte past the allocated length, because a mapped page past the
+//! file's end raises SIGBUS when touched. The file is extended first, so a
+//! full disk fails the allocation with `LogError::DiskFull` before any byte
+//! is copied.
+//!
+//! The published `size` is the end of the last complete batch. One writer at
+//! a time copies a batch past `size` and then moves `size` forward with a
+//! Release store. A reader that loads `size` with Acquire therefore reads
+//! whole batches, never bytes that are still being written. Bytes below
+//! `size` never change for the life of a `Segment` value: truncation builds a
+//! new value after the old one is dropped. Between `size` and the end of the
+//! file the allocated tail reads as zeros, and a `batch_length` of 0 ends the
+//! data (see `reader.rs`).
 //!
 //! Sealing trims the file to `size`, rewrites and syncs its index, and maps
-//! it read-only. Sealed segments are trusted on open. The active one is
+//! it read-only. A sealed segment keeps no file descriptor open, because its
+//! map stays valid after the file is closed. Only the active segment keeps
+//! its files open. Sealed segments are trusted on open. The active one is
 //! scanned by [`Segment::recover`]. See `docs/storage-format.md`.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use tracing::{info, warn};
@@ -36,11 +47,16 @@ use super::reader::SegmentFiles;
 use super::scan::{header_at, last_header_from, scan_batches};
 use super::{LogError, SegmentInfo};
 
+/// Length in bytes that a new segment file is allocated to, unless its
+/// capacity is smaller. Later allocations at least double the length.
+pub(crate) const INITIAL_ALLOCATION_BYTES: usize = 64 * 1024;
+
 /// A segment file and its in-memory state.
 pub(crate) struct Segment {
     base_offset: u64,
     files: SegmentFiles,
-    file: File,
+    /// Open files of the active segment. `None` for a sealed segment.
+    open_files: Option<OpenFiles>,
     map: SegmentMap,
     /// End of the last complete batch, in bytes. Published with Release.
     size: AtomicUsize,
@@ -48,13 +64,29 @@ pub(crate) struct Segment {
     next_offset: AtomicU64,
     /// Length of the prefix that is known to be on disk.
     synced_size: AtomicUsize,
+    /// Length of the prefix of the `.log` file that is allocated on disk.
+    /// The file is at least this long. Only the writer raises it, under
+    /// `write_lock`, and always before it publishes a `size` up to the new
+    /// length. Equal to `size` in a sealed segment.
+    allocated_len: AtomicUsize,
+    /// The `allocated_len` that the last completed sync made durable.
+    synced_allocated_len: AtomicUsize,
+    /// Set once a geometric allocation step failed for lack of space, so
+    /// that the warning is logged once per segment and not per append.
+    low_space_warned: AtomicBool,
     index: RwLock<OffsetIndex>,
-    /// Open `.index` file of the active segment, where entries are appended.
-    index_file: Option<File>,
     index_interval_bytes: u32,
     /// Serializes writers, so that `append` alone keeps the rule that
-    /// only one thread writes past `size`.
+    /// only one thread writes past `size` or grows the file.
     write_lock: Mutex<()>,
+}
+
+/// Open files of the active segment.
+struct OpenFiles {
+    /// The `.log` file, kept open to extend it with `posix_fallocate`.
+    log: File,
+    /// The `.index` file, where entries are appended.
+    index: File,
 }
 
 /// Outcome of recovering the active segment.
@@ -62,12 +94,21 @@ pub(crate) struct Segment {
 pub(crate) struct Recovery {
     /// End of the last valid batch.
     pub(crate) valid_size: usize,
-    /// Non-zero bytes found after `valid_size` and discarded.
+    /// Bytes from `valid_size` to the last non-zero byte of the file, which
+    /// recovery turns into zeros. Besides a torn or invalid batch, these can
+    /// be stray bytes after the zero `batch_length` that ended the scan.
     pub(crate) dropped_bytes: usize,
     /// Reason the scan stopped before the zero tail, if it did.
     pub(crate) invalid_reason: Option<String>,
     /// Leader epoch of the last valid batch, if there is one.
     pub(crate) last_leader_epoch: Option<u32>,
+}
+
+impl Recovery {
+    /// Returns whether recovery turned bytes that were not zero into zeros.
+    pub(crate) fn dropped_data(&self) -> bool {
+        self.dropped_bytes > 0 || self.invalid_reason.is_some()
+    }
 }
 
 impl Segment {
@@ -86,6 +127,7 @@ impl Segment {
             base_offset,
             OffsetIndex::default(),
             capacity,
+            INITIAL_ALLOCATION_BYTES as u64,
             index_interval_bytes,
         )?;
         sync_dir(dir)?;
@@ -121,13 +163,10 @@ impl Segment {
             min_leader_epoch,
             index_interval_bytes,
         );
-        let dropped_bytes = match scan.invalid_reason {
-            None => 0,
-            Some(_) => bytes[scan.valid_size..]
-                .iter()
-                .rposition(|&b| b != 0)
-                .map_or(0, |last| last + 1),
-        };
+        let dropped_bytes = bytes[scan.valid_size..]
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |last| last + 1);
         let recovery = Recovery {
             valid_size: scan.valid_size,
             dropped_bytes,
@@ -144,6 +183,7 @@ impl Segment {
             scan.next_offset,
             scan.index,
             capacity,
+            0,
             index_interval_bytes,
         )?;
         Ok((segment, recovery))
@@ -151,7 +191,7 @@ impl Segment {
 
     /// Opens a sealed segment read-only. Its batches are trusted. Its index
     /// is loaded from the `.index` file, or rebuilt when that file is missing
-    /// or fails validation.
+    /// or fails validation. The segment keeps no file open.
     pub(crate) fn open_sealed(
         files: SegmentFiles,
         index_interval_bytes: u32,
@@ -160,6 +200,8 @@ impl Segment {
         // SAFETY: the caller holds the partition directory lock, and Ferry
         // never writes to a sealed segment. See `SegmentMap::read_only`.
         let map = unsafe { SegmentMap::read_only(&file) }.map_err(io_error(&files.log_path))?;
+        // The map stays valid after the descriptor is closed.
+        drop(file);
         let bytes = map.whole();
         let size = bytes.len();
 
@@ -183,19 +225,14 @@ impl Segment {
             None => files.base_offset,
         };
 
-        Ok(Segment {
-            base_offset: files.base_offset,
+        Ok(Segment::sealed(
             files,
-            file,
             map,
-            size: AtomicUsize::new(size),
-            next_offset: AtomicU64::new(next_offset),
-            synced_size: AtomicUsize::new(size),
-            index: RwLock::new(index),
-            index_file: None,
+            size,
+            next_offset,
+            index,
             index_interval_bytes,
-            write_lock: Mutex::new(()),
-        })
+        ))
     }
 
     /// Reopens this segment's files as the active segment, truncated to
@@ -219,20 +256,26 @@ impl Segment {
             next_offset,
             OffsetIndex::from_entries(kept),
             capacity.max(size as u64),
+            0,
             index_interval_bytes,
         )
     }
 
-    /// Opens the segment file for writing, cuts it to `valid_size`,
-    /// preallocates it to `capacity` bytes, writes the index file and syncs
-    /// both. Cutting and then preallocating turns any bytes past
-    /// `valid_size` into zeros.
+    /// Opens the segment file for writing, cuts it to `valid_size`, allocates
+    /// it again, writes the index file and syncs both. Cutting and then
+    /// allocating turns any bytes past `valid_size` into zeros.
+    ///
+    /// The allocated length is the file's length before the cut, raised to
+    /// `min_allocated_len` and `valid_size` and capped at `capacity`, so a
+    /// reopened segment keeps the disk space it had. The map spans
+    /// `capacity` bytes, which must be at least `valid_size`.
     fn activate(
         files: SegmentFiles,
         valid_size: usize,
         next_offset: u64,
         index: OffsetIndex,
         capacity: u64,
+        min_allocated_len: u64,
         index_interval_bytes: u32,
     ) -> Result<Segment, LogError> {
         let log_error = io_error(&files.log_path);
@@ -245,7 +288,11 @@ impl Segment {
         if file_len > valid_size as u64 {
             file.set_len(valid_size as u64).map_err(&log_error)?;
         }
-        preallocate(&file, &files.log_path, capacity)?;
+        let allocated_len = file_len
+            .max(min_allocated_len)
+            .min(capacity)
+            .max(valid_size as u64);
+        preallocate(&file, &files.log_path, allocated_len)?;
         file.sync_data().map_err(&log_error)?;
 
         write_index_file(&files.index_path, index.entries())?;
@@ -255,42 +302,83 @@ impl Segment {
             .map_err(io_error(&files.index_path))?;
 
         // SAFETY: the caller holds the partition directory lock, and this
-        // value is the only writer of the file from here on. See
-        // `SegmentMap::writable`.
-        let map = unsafe { SegmentMap::writable(&file) }.map_err(&log_error)?;
+        // value is the only writer of the file from here on. The map spans
+        // `capacity` bytes, past the file's end, but nothing touches a byte
+        // at or past `allocated_len` (the file's length): readers stay below
+        // `size`, and `append` extends the file before it writes further.
+        // See `SegmentMap::writable`.
+        let map = unsafe { SegmentMap::writable(&file, capacity as usize) }.map_err(&log_error)?;
         drop(log_error);
 
+        let allocated_len = allocated_len as usize;
         Ok(Segment {
             base_offset: files.base_offset,
             files,
-            file,
+            open_files: Some(OpenFiles {
+                log: file,
+                index: index_file,
+            }),
             map,
             size: AtomicUsize::new(valid_size),
             next_offset: AtomicU64::new(next_offset),
             synced_size: AtomicUsize::new(valid_size),
+            allocated_len: AtomicUsize::new(allocated_len),
+            synced_allocated_len: AtomicUsize::new(allocated_len),
+            low_space_warned: AtomicBool::new(false),
             index: RwLock::new(index),
-            index_file: Some(index_file),
             index_interval_bytes,
             write_lock: Mutex::new(()),
         })
     }
 
+    /// Builds the value of a sealed segment whose file is `size` bytes long
+    /// and mapped read-only by `map`.
+    fn sealed(
+        files: SegmentFiles,
+        map: SegmentMap,
+        size: usize,
+        next_offset: u64,
+        index: OffsetIndex,
+        index_interval_bytes: u32,
+    ) -> Segment {
+        Segment {
+            base_offset: files.base_offset,
+            files,
+            open_files: None,
+            map,
+            size: AtomicUsize::new(size),
+            next_offset: AtomicU64::new(next_offset),
+            synced_size: AtomicUsize::new(size),
+            allocated_len: AtomicUsize::new(size),
+            synced_allocated_len: AtomicUsize::new(size),
+            low_space_warned: AtomicBool::new(false),
+            index: RwLock::new(index),
+            index_interval_bytes,
+            write_lock: Mutex::new(()),
+        }
+    }
+
     /// Syncs the data, trims the file to its size, rewrites and syncs the
-    /// index, and returns a read-only value for the same segment.
+    /// index, and returns a read-only value for the same segment. The new
+    /// value has no open file descriptor. This value keeps its own until it
+    /// is dropped.
     ///
     /// Trimming comes before the caller creates the next segment, so a crash
-    /// never leaves a preallocated tail in a segment that is not the last.
+    /// never leaves an allocated zero tail in a segment that is not the last.
     pub(crate) fn seal(&self) -> Result<Segment, LogError> {
         let _writer = self
             .write_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let Some(open_files) = &self.open_files else {
+            return Err(self.internal_error("sealing a segment that is already sealed"));
+        };
         let log_error = io_error(&self.files.log_path);
 
         self.sync()?;
         let size = self.size.load(Ordering::Acquire);
-        self.file.set_len(size as u64).map_err(&log_error)?;
-        self.file.sync_data().map_err(&log_error)?;
+        open_files.log.set_len(size as u64).map_err(&log_error)?;
+        open_files.log.sync_data().map_err(&log_error)?;
         let index = self
             .index
             .read()
@@ -298,29 +386,31 @@ impl Segment {
             .clone();
         write_index_file(&self.files.index_path, index.entries())?;
 
-        let file = self.file.try_clone().map_err(&log_error)?;
         // SAFETY: the file is trimmed to `size` and no one writes to a sealed
-        // segment. See `SegmentMap::read_only`.
-        let map = unsafe { SegmentMap::read_only(&file) }.map_err(&log_error)?;
+        // segment. This value's writable map never touches bytes past `size`
+        // again, because `write_lock` is held and the caller replaces this
+        // value. See `SegmentMap::read_only`.
+        let map = unsafe { SegmentMap::read_only(&open_files.log) }.map_err(&log_error)?;
 
-        Ok(Segment {
-            base_offset: self.base_offset,
-            files: self.files.clone(),
-            file,
+        Ok(Segment::sealed(
+            self.files.clone(),
             map,
-            size: AtomicUsize::new(size),
-            next_offset: AtomicU64::new(self.next_offset()),
-            synced_size: AtomicUsize::new(size),
-            index: RwLock::new(index),
-            index_file: None,
-            index_interval_bytes: self.index_interval_bytes,
-            write_lock: Mutex::new(()),
-        })
+            size,
+            self.next_offset(),
+            index,
+            self.index_interval_bytes,
+        ))
     }
 
-    /// Copies one encoded batch to the end of the segment and publishes it.
+    /// Copies one encoded batch to the end of the segment and publishes it,
+    /// extending the file first when the batch does not fit in it.
     ///
     /// The caller has checked the batch and that it fits in `capacity`.
+    ///
+    /// # Errors
+    ///
+    /// `DiskFull` when the file cannot be extended to hold the batch, and
+    /// `Io`. Nothing is written on error.
     pub(crate) fn append(&self, batch: &[u8], header: &BatchHeader) -> Result<(), LogError> {
         let _writer = self
             .write_lock
@@ -329,15 +419,20 @@ impl Segment {
         let position = self.size.load(Ordering::Acquire);
         let end = position + batch.len();
         if !self.map.is_writable() || end > self.map.len() {
-            return Err(LogError::Io {
-                path: self.files.log_path.clone(),
-                source: io::Error::other("internal error: batch appended past segment capacity"),
-            });
+            return Err(self.internal_error("batch appended past segment capacity"));
         }
 
-        // SAFETY: [position, end) lies inside the map and at or past the
-        // published size, which no reader reads. `write_lock` makes this the
-        // only writer.
+        // The file must cover [position, end) before the copy, because a
+        // page of the map past the file's end raises SIGBUS when touched. A
+        // full disk fails here, before anything is written.
+        self.ensure_allocated(end)?;
+
+        // SAFETY: [position, end) lies inside the map. `ensure_allocated` has
+        // made the file at least `end` bytes long, with the blocks reserved
+        // on disk. The file shrinks only after a sealed or truncated value
+        // replaces this one, so every page the copy touches is backed by the
+        // file. The range is at or past the published size, which no reader
+        // reads, and `write_lock` makes this the only writer.
         unsafe { self.map.write_at(position, batch) };
         self.size.store(end, Ordering::Release);
         self.next_offset
@@ -355,9 +450,9 @@ impl Segment {
             .map(|entry| (entry, index.entries().len() - 1));
         drop(index);
 
-        if let (Some((entry, entry_number)), Some(index_file)) = (added, &self.index_file) {
+        if let (Some((entry, entry_number)), Some(open_files)) = (added, &self.open_files) {
             let at = (entry_number * INDEX_ENTRY_LEN) as u64;
-            if let Err(error) = index_file.write_all_at(&encode_entry(&entry), at) {
+            if let Err(error) = open_files.index.write_all_at(&encode_entry(&entry), at) {
                 // The in-memory index is complete and `seal` rewrites the
                 // file, so the append itself has not failed.
                 warn!(
@@ -370,18 +465,68 @@ impl Segment {
         Ok(())
     }
 
+    /// Extends the file so that its first `end` bytes are allocated on disk,
+    /// by the next geometric step (see [`next_allocation_len`]). When that
+    /// step does not fit on the disk, it allocates exactly `end` bytes. The
+    /// caller holds `write_lock`.
+    fn ensure_allocated(&self, end: usize) -> Result<(), LogError> {
+        let allocated = self.allocated_len.load(Ordering::Acquire);
+        if end <= allocated {
+            return Ok(());
+        }
+        let Some(open_files) = &self.open_files else {
+            return Err(self.internal_error("allocating space in a sealed segment"));
+        };
+        let path = &self.files.log_path;
+        let target = next_allocation_len(allocated, end, self.map.len());
+        let reserved = match preallocate(&open_files.log, path, target as u64) {
+            Ok(()) => target,
+            Err(LogError::DiskFull { .. }) if target > end => {
+                preallocate(&open_files.log, path, end as u64)?;
+                if !self.low_space_warned.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        path = %path.display(),
+                        requested_bytes = target,
+                        allocated_bytes = end,
+                        "disk nearly full: segment file grows one batch at a time"
+                    );
+                }
+                end
+            }
+            Err(error) => return Err(error),
+        };
+        self.allocated_len.store(reserved, Ordering::Release);
+        Ok(())
+    }
+
     /// Writes the published bytes that are not yet on disk with `msync`, and
     /// returns the offset up to which the segment is durable.
+    ///
+    /// After the file has grown, it also syncs the file with `fdatasync`, so
+    /// that the new length is durable. Linux's `msync(MS_SYNC)` has
+    /// `fdatasync` semantics and should cover the length already, but this
+    /// does not depend on how each file system tracks it.
     pub(crate) fn sync(&self) -> Result<u64, LogError> {
         // `next_offset` is loaded first: its Acquire load makes the `size`
-        // stored before it visible, so the synced range covers it.
+        // stored before it visible, so the synced range covers it. The
+        // allocation that covers `size` was stored before `size`, so it is
+        // visible too.
         let next_offset = self.next_offset.load(Ordering::Acquire);
         let size = self.size.load(Ordering::Acquire);
         let synced = self.synced_size.load(Ordering::Acquire);
+        let allocated = self.allocated_len.load(Ordering::Acquire);
+        let log_error = io_error(&self.files.log_path);
         if size > synced && self.map.is_writable() {
             self.map
                 .flush_range(synced, size - synced)
-                .map_err(io_error(&self.files.log_path))?;
+                .map_err(&log_error)?;
+        }
+        if allocated > self.synced_allocated_len.load(Ordering::Acquire) {
+            if let Some(open_files) = &self.open_files {
+                open_files.log.sync_data().map_err(&log_error)?;
+            }
+            self.synced_allocated_len
+                .fetch_max(allocated, Ordering::AcqRel);
         }
         self.synced_size.fetch_max(size, Ordering::AcqRel);
         Ok(next_offset)
@@ -390,8 +535,10 @@ impl Segment {
     /// Returns the published bytes: whole batches from byte 0.
     pub(crate) fn bytes(&self) -> &[u8] {
         let size = self.size.load(Ordering::Acquire);
-        // SAFETY: `size` is inside the map, and bytes below a published size
-        // are never written again while this value lives. The Acquire load
+        // SAFETY: `size` is inside the map and at most `allocated_len`, the
+        // file's length, so no page past the file's end is touched. Bytes
+        // below a published size are never written again while this value
+        // lives. The Acquire load
         // pairs with the Release store in `append`, so the writes are visible.
         unsafe { self.map.prefix(size) }
     }
@@ -459,8 +606,9 @@ impl Segment {
         self.next_offset.load(Ordering::Acquire)
     }
 
-    /// Returns the mapped length: the preallocated size of an active
-    /// segment, the file size of a sealed one.
+    /// Returns the mapped length: the maximum size of an active segment,
+    /// which its file reaches only as data arrives, or the file size of a
+    /// sealed one.
     pub(crate) fn capacity(&self) -> usize {
         self.map.len()
     }
@@ -487,6 +635,26 @@ impl Segment {
     }
 }
 
+impl Segment {
+    fn internal_error(&self, message: &str) -> LogError {
+        LogError::Io {
+            path: self.files.log_path.clone(),
+            source: io::Error::other(format!("internal error: {message}")),
+        }
+    }
+}
+
+/// Returns the file length to allocate so that `needed` bytes fit: twice
+/// `allocated`, at least [`INITIAL_ALLOCATION_BYTES`] and `needed`, and at
+/// most `capacity`. The caller has checked that `needed <= capacity`.
+fn next_allocation_len(allocated: usize, needed: usize, capacity: usize) -> usize {
+    allocated
+        .saturating_mul(2)
+        .max(INITIAL_ALLOCATION_BYTES)
+        .max(needed)
+        .min(capacity)
+}
+
 impl SegmentFiles {
     /// Returns the paths of the segment with `base_offset` in `dir`.
     pub(crate) fn in_dir(dir: &Path, base_offset: u64) -> SegmentFiles {
@@ -499,15 +667,30 @@ impl SegmentFiles {
     }
 }
 
-/// Logs what recovery did to the active segment of `dir`.
+/// Logs what recovery did to the active segment of `dir`: at `info` when it
+/// kept every byte, at `warn` when it dropped bytes, because that loses data
+/// an operator must know about.
 pub(crate) fn log_recovery(dir: &Path, segment: &Segment, recovery: &Recovery) {
-    info!(
-        dir = %dir.display(),
-        segment = segment.base_offset(),
+    if !recovery.dropped_data() {
+        info!(
+            dir = %dir.display(),
+            segment = segment.base_offset(),
+            valid_end = recovery.valid_size,
+            next_offset = segment.next_offset(),
+            "recovered active segment"
+        );
+        return;
+    }
+    let reason = recovery
+        .invalid_reason
+        .as_deref()
+        .unwrap_or("non-zero bytes after the zero batch_length that ends the data");
+    warn!(
+        path = %segment.files().log_path.display(),
         valid_end = recovery.valid_size,
         next_offset = segment.next_offset(),
         dropped_bytes = recovery.dropped_bytes,
-        invalid_batch = recovery.invalid_reason.as_deref().unwrap_or("none"),
-        "recovered active segment"
+        reason,
+        "recovery dropped the tail of the active segment"
     );
 }

@@ -718,4 +718,6 @@ fn header_len_constant_matches_minimum_batch() {
     assert_eq!(bytes.len(), HEADER_LEN);
 }
 
+mod allocation;
+mod descriptors;
 mod recovery;

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 use super::*;
+use crate::log::reader::SegmentFiles;
+use crate::log::segment::Segment;
 
 const SEGMENT_BYTES: u64 = 64 * 1024;
 const EARLIER_BATCHES: usize = 5;
@@ -81,14 +83,16 @@ fn open(dir: &Path) -> PartitionLog {
 }
 
 /// Checks that only the last batch was lost, that the bytes it occupied are
-/// zero now, and that a new batch can be appended and read back.
+/// zero now (those still in the file, which recovery does not extend), and
+/// that a new batch can be appended and read back.
 fn assert_last_batch_dropped(fixture: &Fixture, dir: &Path, case: &str) {
     let log = open(dir);
     assert_eq!(log.log_end_offset(), fixture.last_base_offset(), "{case}");
     assert_eq!(read_all(&log), fixture.batches[..EARLIER_BATCHES], "{case}");
 
     let file = fs::File::open(log_file(dir)).unwrap();
-    let mut torn = vec![0xaa; (fixture.last_end - fixture.last_start) as usize];
+    let torn_end = fixture.last_end.min(file.metadata().unwrap().len());
+    let mut torn = vec![0xaa; (torn_end - fixture.last_start) as usize];
     file.read_exact_at(&mut torn, fixture.last_start).unwrap();
     assert!(
         torn.iter().all(|&b| b == 0),
@@ -198,6 +202,48 @@ fn recovery_zeroes_garbage_after_zero_length_header() {
         append_values(&log, "next", 1, LAST_EPOCH).base_offset,
         fixture.last_end_offset()
     );
+}
+
+#[test]
+fn recovery_reports_dropped_bytes() {
+    let fixture = Fixture::build(false);
+    let recover = |dir: &Path| {
+        let files = SegmentFiles::in_dir(dir, 0);
+        let (_, recovery) = Segment::recover(files, 0, SEGMENT_BYTES, 64).unwrap();
+        recovery
+    };
+
+    let clean = fixture.damaged_copy(|_| {});
+    let recovery = recover(clean.path());
+    assert_eq!(recovery.valid_size as u64, fixture.last_end);
+    assert_eq!(recovery.dropped_bytes, 0);
+    assert_eq!(recovery.invalid_reason, None);
+    assert!(!recovery.dropped_data());
+
+    // A flipped byte of `first_timestamp` fails the CRC. The batch's last
+    // byte is zero, so the dropped bytes end one byte before the batch does.
+    let torn = fixture.damaged_copy(|path| {
+        let file = OpenOptions::new().write(true).open(path).unwrap();
+        file.write_all_at(&[0], fixture.last_end - 1).unwrap();
+        file.write_all_at(&[0xff], fixture.last_start + 30).unwrap();
+    });
+    let recovery = recover(torn.path());
+    assert_eq!(recovery.valid_size as u64, fixture.last_start);
+    let dropped = fixture.last_end - 1 - fixture.last_start;
+    assert_eq!(recovery.dropped_bytes as u64, dropped);
+    assert!(recovery.invalid_reason.is_some());
+    assert!(recovery.dropped_data());
+
+    let stray = fixture.damaged_copy(|path| {
+        let file = OpenOptions::new().write(true).open(path).unwrap();
+        file.write_all_at(&[0x5a; 300], fixture.last_end + 100)
+            .unwrap();
+    });
+    let recovery = recover(stray.path());
+    assert_eq!(recovery.valid_size as u64, fixture.last_end);
+    assert_eq!(recovery.dropped_bytes, 400);
+    assert_eq!(recovery.invalid_reason, None);
+    assert!(recovery.dropped_data());
 }
 
 #[test]
