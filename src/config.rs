@@ -35,7 +35,7 @@ pub struct ServeArgs {
     pub listen: Option<SocketAddr>,
 
     /// When appended records are made durable before the acknowledgement:
-    /// `always` (fdatasync before every answer, with group commit), a number of
+    /// `always` (msync before every answer, with group commit), a number of
     /// milliseconds between background flushes, or `never` [default: always].
     #[arg(long, env = "FERRY_FSYNC")]
     pub fsync: Option<FsyncSetting>,
@@ -84,7 +84,7 @@ pub struct ServeArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
-    fsync: Option<String>,
+    fsync: Option<FileFsync>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     insecure: Option<bool>,
@@ -94,6 +94,15 @@ struct FileConfig {
     token_ttl_secs: Option<u64>,
     password_iterations: Option<u32>,
     jwt_secret_file: Option<PathBuf>,
+}
+
+/// `fsync` in the file: `"always"`, `"never"`, or milliseconds as a number
+/// or a string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FileFsync {
+    Millis(u64),
+    Text(String),
 }
 
 /// The resolved configuration of one broker.
@@ -235,10 +244,16 @@ impl ServeArgs {
         };
         let fsync = match (&self.fsync, &file.fsync) {
             (Some(setting), _) => *setting,
-            (None, Some(text)) => text.parse().map_err(|message| ConfigError::InvalidValue {
-                setting: "fsync",
-                message,
-            })?,
+            (None, Some(value)) => {
+                let text = match value {
+                    FileFsync::Millis(ms) => ms.to_string(),
+                    FileFsync::Text(text) => text.clone(),
+                };
+                text.parse().map_err(|message| ConfigError::InvalidValue {
+                    setting: "fsync",
+                    message,
+                })?
+            }
             (None, None) => FsyncSetting(FsyncPolicyKind::Always),
         };
         let tls = match (
@@ -400,6 +415,14 @@ mod tests {
         let config = args.resolve().unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/from/file"));
         assert!(matches!(config.fsync, FsyncPolicy::Always));
+
+        std::fs::write(&path, "fsync = 250\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let config = args.resolve().unwrap();
+        assert!(matches!(config.fsync, FsyncPolicy::Interval(d) if d.as_millis() == 250));
 
         std::fs::write(&path, "data_dirr = \"x\"\n").unwrap();
         let err = args.resolve().unwrap_err().to_string();

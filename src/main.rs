@@ -21,9 +21,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => match serve(args) {
             Ok(()) => ExitCode::SUCCESS,
-            // The same output as returning the error from `main`.
+            // One line with the causes, like the client commands print;
+            // the debug form would add a backtrace under RUST_BACKTRACE.
             Err(err) => {
-                eprintln!("Error: {err:?}");
+                eprintln!("error: {err:#}");
                 ExitCode::FAILURE
             }
         },

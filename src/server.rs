@@ -33,10 +33,10 @@ pub enum ServerError {
     #[error("failed to load TLS files: {0}")]
     Tls(String),
     /// The broker could not open its data directory.
-    #[error("failed to open the broker: {0}")]
+    #[error("failed to open the broker")]
     Broker(#[from] crate::broker::BrokerError),
     /// The listener failed.
-    #[error("listener error: {0}")]
+    #[error("listener error")]
     Io(#[from] std::io::Error),
 }
 
@@ -108,6 +108,11 @@ async fn serve(
         listen = %config.listen,
         tls = tls.is_some(),
         data_dir = %config.data_dir.display(),
+        fsync = ?config.fsync,
+        segment_bytes = config.segment_bytes,
+        max_message_bytes = config.max_message_bytes,
+        max_request_bytes = config.max_request_bytes,
+        token_ttl_secs = config.token_ttl.as_secs(),
         "ferry listening"
     );
 

@@ -69,6 +69,16 @@ pub fn routes(broker: Arc<Broker>) -> BoxedFilter<(Response,)> {
             metrics.count_response(response.status());
             response
         })
+        .with(warp::log::custom(|info| {
+            tracing::debug!(
+                method = %info.method(),
+                path = info.path(),
+                status = info.status().as_u16(),
+                elapsed_us = info.elapsed().as_micros() as u64,
+                "request"
+            );
+        }))
+        .map(Reply::into_response)
         .boxed()
 }
 

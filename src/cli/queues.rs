@@ -43,15 +43,18 @@ pub struct CreateQueueArgs {
     #[arg(long)]
     visibility_timeout_ms: Option<u64>,
 
-    /// Deliveries after which a message moves to the dead-letter queue
+    /// Deliveries after which a message moves to the dead-letter queue (not
+    /// supported yet: the broker rejects it)
     #[arg(long)]
     max_deliveries: Option<u32>,
 
-    /// Queue that receives messages delivered --max-deliveries times
+    /// Queue that receives messages delivered --max-deliveries times (not
+    /// supported yet: the broker rejects it)
     #[arg(long, value_name = "QUEUE")]
     dead_letter_queue: Option<String>,
 
-    /// Default time to live of messages, in milliseconds
+    /// Default time to live of messages, in milliseconds (not supported
+    /// yet: the broker rejects it)
     #[arg(long)]
     message_ttl_ms: Option<u64>,
 }

@@ -36,7 +36,7 @@ pub struct CreateTopicArgs {
     /// Topic name, 1 to 200 characters of [A-Za-z0-9._-]
     name: String,
 
-    /// Number of partitions
+    /// Number of partitions [default: 1]
     #[arg(long)]
     partitions: Option<u32>,
 
@@ -44,27 +44,33 @@ pub struct CreateTopicArgs {
     #[arg(long, value_enum)]
     access: Option<AccessArg>,
 
-    /// Copies of each partition across brokers
+    /// Copies of each partition across brokers; a single-node broker takes
+    /// only 1
     #[arg(long)]
     replication_factor: Option<u32>,
 
-    /// Size in bytes at which a partition rolls to a new segment
+    /// Size in bytes at which a partition rolls to a new segment, at least
+    /// 1048576 [default: the broker's --segment-bytes]
     #[arg(long)]
     segment_bytes: Option<u64>,
 
-    /// Age in milliseconds after which old segments may be deleted
+    /// Age in milliseconds after which old segments may be deleted (not
+    /// supported yet: the broker rejects it)
     #[arg(long)]
     retention_ms: Option<u64>,
 
     /// Size in bytes per partition above which old segments may be deleted
+    /// (not supported yet: the broker rejects it)
     #[arg(long)]
     retention_bytes: Option<u64>,
 
-    /// Cleanup policy of old segments
+    /// Cleanup policy of old segments (`compact` is not supported yet: the
+    /// broker rejects it)
     #[arg(long, value_enum)]
     cleanup: Option<CleanupArg>,
 
-    /// Default time to live of messages, in milliseconds
+    /// Default time to live of messages, in milliseconds (not supported
+    /// yet: the broker rejects it)
     #[arg(long)]
     message_ttl_ms: Option<u64>,
 }

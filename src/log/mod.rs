@@ -140,7 +140,10 @@ pub enum LogError {
     },
     /// Another `PartitionLog`, in this or another process, has the directory
     /// open.
-    #[error("partition directory {} is locked by another open log", dir.display())]
+    #[error(
+        "partition directory {} is in use by another open log (another ferry process on this data directory?)",
+        dir.display()
+    )]
     Locked {
         /// Partition directory.
         dir: PathBuf,
