@@ -31,6 +31,9 @@ use crate::broker::{Broker, NewMessage, Principal};
 
 pub use system::Metrics;
 
+/// Most bytes of a too-large body read and discarded before answering 413.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
 /// How long a client may take to send a request body.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -171,18 +174,19 @@ where
         code: "too_large",
         message: format!("request body is {size} bytes, the maximum is {max} (max_request_bytes)"),
     };
-    if let Some(length) = length {
-        if length > max as u64 {
-            return Err(too_large(length));
-        }
+    futures_util::pin_mut!(stream);
+    if let Some(length) = length.filter(|length| *length > max as u64) {
+        drain_body(stream.as_mut()).await;
+        return Err(too_large(length));
     }
     let mut body = bytes::BytesMut::with_capacity(length.unwrap_or(0) as usize);
-    futures_util::pin_mut!(stream);
     while let Some(chunk) = stream.next().await {
         let mut chunk =
             chunk.map_err(|err| ApiError::invalid("body", format!("failed to read: {err}")))?;
         if body.len() + chunk.remaining() > max {
-            return Err(too_large((body.len() + chunk.remaining()) as u64));
+            let size = (body.len() + chunk.remaining()) as u64;
+            drain_body(stream.as_mut()).await;
+            return Err(too_large(size));
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();
@@ -192,6 +196,27 @@ where
         }
     }
     Ok(body.freeze())
+}
+
+/// Reads and discards the rest of a body that will be rejected. A server
+/// that closes a connection with unread data makes the kernel reset it,
+/// and the client may lose the error response with it. Past a bound the
+/// reading stops.
+async fn drain_body<S, B>(stream: std::pin::Pin<&mut S>)
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use futures_util::StreamExt;
+
+    let mut stream = stream;
+    let mut drained = 0u64;
+    while drained < DRAIN_LIMIT {
+        match stream.next().await {
+            Some(Ok(chunk)) => drained += chunk.remaining() as u64,
+            _ => break,
+        }
+    }
 }
 
 /// A filter for the raw query string, empty when there is none.
