@@ -290,5 +290,23 @@ pub fn format_delivery_id(offset: u64, delivery_count: u32) -> String {
 /// Parses an id made by [`format_delivery_id`].
 pub fn parse_delivery_id(id: &str) -> Option<(u64, u32)> {
     let (offset, count) = id.split_once('-')?;
+    // Digits only: `parse` would also take a leading `+`.
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    if !digits(offset) || !digits(count) {
+        return None;
+    }
     Some((offset.parse().ok()?, count.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_id_round_trips() {
+        assert_eq!(parse_delivery_id(&format_delivery_id(17, 3)), Some((17, 3)));
+        for bad in ["", "1", "1-", "-1", "+1-1", "1-+1", "1-1-1", "a-1", "1-99999999999"] {
+            assert_eq!(parse_delivery_id(bad), None, "{bad:?}");
+        }
+    }
 }
