@@ -305,7 +305,17 @@ mod tests {
     #[test]
     fn delivery_id_round_trips() {
         assert_eq!(parse_delivery_id(&format_delivery_id(17, 3)), Some((17, 3)));
-        for bad in ["", "1", "1-", "-1", "+1-1", "1-+1", "1-1-1", "a-1", "1-99999999999"] {
+        for bad in [
+            "",
+            "1",
+            "1-",
+            "-1",
+            "+1-1",
+            "1-+1",
+            "1-1-1",
+            "a-1",
+            "1-99999999999",
+        ] {
             assert_eq!(parse_delivery_id(bad), None, "{bad:?}");
         }
     }

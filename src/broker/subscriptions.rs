@@ -249,7 +249,10 @@ impl Broker {
         }
         let mut keyed = Vec::with_capacity(offsets.len());
         for (index, &(partition, offset)) in offsets.iter().enumerate() {
-            if offsets[..index].iter().any(|(earlier, _)| *earlier == partition) {
+            if offsets[..index]
+                .iter()
+                .any(|(earlier, _)| *earlier == partition)
+            {
                 return Err(BrokerError::invalid(
                     format!("offsets[{index}].partition"),
                     format!("partition {partition} appears more than once"),

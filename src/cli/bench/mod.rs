@@ -149,7 +149,9 @@ pub async fn run(context: &Context, args: BenchArgs) -> anyhow::Result<()> {
         print_text(&report.to_text())?;
     }
     match error {
-        Some(err) => Err(err.context("a benchmark request failed")),
+        // The cause goes into the message: the error printer shows only the
+        // top message of a client error, and this one wraps it.
+        Some(err) => Err(anyhow::anyhow!("a benchmark request failed: {err:#}")),
         None => Ok(()),
     }
 }

@@ -116,6 +116,13 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 /// (`.log` files with a 20-digit name), sorted, without following symbolic
 /// links.
 fn find_partitions(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.exists() {
+        bail!(
+            "{} not found; a topic partition is <data dir>/topics/<name>@<id>/<partition>, \
+             see `ls <data dir>/topics`",
+            dir.display()
+        );
+    }
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
