@@ -372,12 +372,27 @@ async fn subscriptions(alice: &Api, bob: &Api) {
         .await;
     assert_eq!(tail["messages"], json!([]));
 
-    let commits: Vec<Value> = pulled["messages"]
-        .as_array()
-        .unwrap()
+    // One entry per partition: the next offset after its last message.
+    let mut next: std::collections::BTreeMap<u64, u64> = Default::default();
+    for message in pulled["messages"].as_array().unwrap() {
+        let partition = message["partition"].as_u64().unwrap();
+        let offset = message["offset"].as_u64().unwrap() + 1;
+        let entry = next.entry(partition).or_insert(offset);
+        *entry = (*entry).max(offset);
+    }
+    let commits: Vec<Value> = next
         .iter()
-        .map(|m| json!({"partition": m["partition"], "offset": m["offset"].as_u64().unwrap() + 1}))
+        .map(|(partition, offset)| json!({"partition": partition, "offset": offset}))
         .collect();
+    let twice = json!({"offsets": [{"partition": 0, "offset": 1}, {"partition": 0, "offset": 2}]});
+    let repeated = bob
+        .call(
+            Method::POST,
+            "/v1/topics/events/subscriptions/audit/offsets",
+            Some(twice),
+        )
+        .await;
+    assert_error(&repeated, StatusCode::BAD_REQUEST, "invalid_argument");
     let (status, body) = bob
         .call(
             Method::POST,
