@@ -332,5 +332,5 @@ fn missing_dir_is_an_error() {
     let output = ferry_log(&["verify", missing.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("is not a directory"), "{stderr}");
+    assert!(stderr.contains("not found"), "{stderr}");
 }
