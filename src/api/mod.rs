@@ -31,7 +31,7 @@ use crate::broker::{Broker, NewMessage, Principal};
 
 pub use system::Metrics;
 
-/// Most bytes of a too-large body read and discarded before answering 413.
+/// Maximum bytes of a too-large body read and discarded before the 413.
 const DRAIN_LIMIT: u64 = 64 << 20;
 
 /// How long a client may take to send a request body.

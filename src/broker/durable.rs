@@ -28,7 +28,7 @@ pub struct DurableLog {
     dir: PathBuf,
     policy: FsyncPolicy,
     /// Wakes the flusher task (`fsync = always` only).
-    flush_wanted: Arc<Notify>,
+    flush_requested: Arc<Notify>,
 }
 
 /// The state the flusher task shares with the log's users.
@@ -38,7 +38,7 @@ struct Shared {
     /// Woken whenever the high watermark moves; shared by all partitions of
     /// one topic so that a long poll can wait on any of them.
     appended: Arc<Notify>,
-    /// What the flusher task has made durable, or why it failed.
+    /// Progress of the flusher task: the durable offset or the last failure.
     flushed: watch::Sender<FlushState>,
 }
 
@@ -76,18 +76,18 @@ impl DurableLog {
                 failure: None,
             }),
         });
-        let flush_wanted = Arc::new(Notify::new());
+        let flush_requested = Arc::new(Notify::new());
         if matches!(policy, FsyncPolicy::Always) {
             tokio::spawn(run_flusher(
                 Arc::downgrade(&shared),
-                Arc::clone(&flush_wanted),
+                Arc::clone(&flush_requested),
             ));
         }
         Ok(DurableLog {
             shared,
             dir: dir.to_path_buf(),
             policy,
-            flush_wanted,
+            flush_requested,
         })
     }
 
@@ -111,7 +111,7 @@ impl DurableLog {
 
         let target = info.last_offset + 1;
         let mut state = self.shared.flushed.subscribe();
-        self.flush_wanted.notify_one();
+        self.flush_requested.notify_one();
         let state = state
             .wait_for(|state| {
                 state.flushed >= target || state.failure.as_ref().is_some_and(|(t, _)| *t >= target)
@@ -220,16 +220,16 @@ impl Drop for DurableLog {
     fn drop(&mut self) {
         // The flusher task holds only a weak reference: wake it so that it
         // notices and ends.
-        self.flush_wanted.notify_one();
+        self.flush_requested.notify_one();
     }
 }
 
 /// Flushes the log whenever an append asks, covering everything appended
 /// up to that moment, and publishes the progress. Ends when the log is
 /// dropped.
-async fn run_flusher(shared: Weak<Shared>, flush_wanted: Arc<Notify>) {
+async fn run_flusher(shared: Weak<Shared>, flush_requested: Arc<Notify>) {
     loop {
-        flush_wanted.notified().await;
+        flush_requested.notified().await;
         let Some(shared) = shared.upgrade() else {
             return;
         };

@@ -57,7 +57,7 @@ const INTERNAL_SEGMENT_BYTES: u64 = 16 << 20;
 /// Bytes read per step when replaying an internal log at start.
 const REPLAY_READ_BYTES: usize = 1 << 20;
 
-/// Longest long poll a client may ask for.
+/// Maximum `wait_ms` of a long poll.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// One broker: the catalog, every open log and the runtime state.

@@ -71,7 +71,7 @@ pub struct PartitionView {
     pub end_offset: u64,
 }
 
-/// The answer to a fetch by offset.
+/// The result of a fetch by offset.
 #[derive(Debug, Clone)]
 pub struct FetchResult {
     /// Messages in offset order.
