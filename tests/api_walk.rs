@@ -135,6 +135,17 @@ async fn accounts(anonymous: &Api) {
         StatusCode::UNAUTHORIZED,
         "unauthenticated",
     );
+    let non_ascii = anonymous
+        .http
+        .get(format!("{}/v1/topics", anonymous.url))
+        .header(
+            "authorization",
+            reqwest::header::HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(non_ascii.status(), StatusCode::UNAUTHORIZED);
     assert_error(
         &anonymous.call(Method::GET, "/v1/no/such/route", None).await,
         StatusCode::NOT_FOUND,

@@ -198,3 +198,41 @@ async fn damaged_meta_log_keeps_data_dirs() {
         "a directory unknown to the catalog is kept"
     );
 }
+
+#[tokio::test]
+async fn interval_fsync_serves_and_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(dir.path(), &["--fsync", "20"]);
+    let api = Api::user(&broker.url, "interval").await;
+    api.post_expect("/v1/topics", json!({"name": "ticks"}), StatusCode::CREATED)
+        .await;
+    let messages: Vec<_> = (0..50).map(|n| json!({ "value": n })).collect();
+    api.post_expect(
+        "/v1/topics/ticks/messages",
+        json!({ "messages": messages }),
+        StatusCode::OK,
+    )
+    .await;
+    let fetched = api
+        .get_ok("/v1/topics/ticks/partitions/0/messages?max_messages=100")
+        .await;
+    assert_eq!(fetched["messages"].as_array().unwrap().len(), 50);
+
+    // A graceful stop flushes; the restarted broker has every message.
+    broker.terminate();
+    broker.restart();
+    let api = Api {
+        url: broker.url.clone(),
+        ..api
+    };
+    let fetched = api
+        .get_ok("/v1/topics/ticks/partitions/0/messages?max_messages=100")
+        .await;
+    let values: Vec<u64> = fetched["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| message["value"].as_u64().unwrap())
+        .collect();
+    assert_eq!(values, (0..50).collect::<Vec<u64>>());
+}
