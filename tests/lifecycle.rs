@@ -236,3 +236,38 @@ async fn interval_fsync_serves_and_keeps_data() {
         .collect();
     assert_eq!(values, (0..50).collect::<Vec<u64>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_flood_gets_throttled() {
+    let dir = tempfile::tempdir().unwrap();
+    // With 2,000,000 iterations four concurrent hashes take several seconds
+    // on two cores, longer than the 5 s a queued log-in may wait.
+    let broker = BrokerProcess::start(dir.path(), &["--password-iterations", "2000000"]);
+    let anonymous = Api::new(&broker.url);
+    let body = json!({"username": "flooded", "password": "correct horse"});
+    let (status, created) = anonymous.call(Method::POST, "/v1/users", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    let attempts: Vec<_> = (0..12)
+        .map(|_| {
+            let anonymous = anonymous.clone();
+            tokio::spawn(async move {
+                let body = json!({"username": "flooded", "password": "wrong password"});
+                anonymous.call(Method::POST, "/v1/tokens", Some(body)).await
+            })
+        })
+        .collect();
+    let mut throttled = 0;
+    for attempt in attempts {
+        let (status, body) = attempt.await.unwrap();
+        match status {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(body["error"]["code"], "throttled");
+                throttled += 1;
+            }
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    assert!(throttled > 0, "no log-in was throttled");
+}

@@ -65,6 +65,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             BrokerError::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
             BrokerError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            BrokerError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             BrokerError::OffsetOutOfRange { .. } => {
                 (StatusCode::BAD_REQUEST, "offset_out_of_range")
             }

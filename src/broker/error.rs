@@ -39,6 +39,10 @@ pub enum BrokerError {
         /// Its name.
         name: String,
     },
+    /// Too much work of one kind is in progress; the client should retry
+    /// later.
+    #[error("{0}")]
+    Throttled(String),
     /// A message or request is over a configured size limit.
     #[error("{what} is {size} bytes, the maximum is {max}")]
     TooLarge {

@@ -75,6 +75,8 @@ pub struct Broker {
     groups: RwLock<HashMap<(String, String), Arc<subscriptions::Group>>>,
     /// Set at shutdown: long polls and streams end at once.
     shutting_down: AtomicBool,
+    /// Slots for password hashing, see `Broker::hash_password`.
+    hash_permits: tokio::sync::Semaphore,
 }
 
 impl Broker {
@@ -124,6 +126,7 @@ impl Broker {
             offsets,
             groups: RwLock::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
+            hash_permits: tokio::sync::Semaphore::new(users::MAX_CONCURRENT_HASHES),
         };
         broker.open_resources()?;
         broker.remove_orphan_dirs();

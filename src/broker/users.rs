@@ -18,6 +18,13 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 /// Maximum password length, in bytes; bounds the hashing work per request.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
+/// Most password hashes computed at once (registrations and log-ins).
+pub const MAX_CONCURRENT_HASHES: usize = 4;
+
+/// How long a registration or log-in waits for a hashing slot before it
+/// is answered with 429.
+pub const HASH_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -53,9 +60,9 @@ impl Broker {
         let iterations =
             NonZeroU32::new(self.config.password_iterations).expect("validated as non-zero");
         let password = password.to_string();
-        let hash = tokio::task::spawn_blocking(move || PasswordHash::create(&password, iterations))
-            .await
-            .map_err(|err| BrokerError::Internal(format!("hashing task failed: {err}")))?;
+        let hash = self
+            .hash_password(move || PasswordHash::create(&password, iterations))
+            .await?;
         self.commit_meta(
             |_| MetaEvent::UserRegistered {
                 username: username.to_string(),
@@ -79,9 +86,7 @@ impl Broker {
         // tell which user names exist.
         let stored = stored.unwrap_or_else(|| dummy_hash(self.config.password_iterations).clone());
         let password = password.to_string();
-        let valid = tokio::task::spawn_blocking(move || stored.verify(&password))
-            .await
-            .map_err(|err| BrokerError::Internal(format!("hashing task failed: {err}")))?;
+        let valid = self.hash_password(move || stored.verify(&password)).await?;
         if !(known && valid) {
             return Err(BrokerError::Unauthenticated(
                 "invalid user name or password".into(),
@@ -95,6 +100,29 @@ impl Broker {
             token,
             expires_at: claims.exp,
         })
+    }
+
+    /// Runs password hashing work on the blocking pool, at most
+    /// [`MAX_CONCURRENT_HASHES`] at a time. A request that cannot start
+    /// within [`HASH_QUEUE_WAIT`] gets [`BrokerError::Throttled`], so a flood
+    /// of registrations or log-ins cannot take every core and thread.
+    async fn hash_password<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let permit = tokio::time::timeout(HASH_QUEUE_WAIT, self.hash_permits.acquire())
+            .await
+            .map_err(|_| {
+                BrokerError::Throttled(
+                    "too many log-ins and registrations in progress; retry in a few seconds".into(),
+                )
+            })?
+            .map_err(|_| BrokerError::Internal("password hashing is closed".into()))?;
+        let result = tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|err| BrokerError::Internal(format!("hashing task failed: {err}")))?;
+        drop(permit);
+        Ok(result)
     }
 
     /// Revokes the token `principal` authenticated with, everywhere.

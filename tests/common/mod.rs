@@ -22,8 +22,8 @@ pub struct BrokerProcess {
 }
 
 impl BrokerProcess {
-    /// Starts a broker on a free loopback port with `data_dir`, few password
-    /// iterations and `--fsync never` unless `extra_args` name `--fsync`.
+    /// Starts a broker on a free loopback port with `data_dir`, with 1000
+    /// password iterations and `--fsync never` unless `extra_args` set them.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> BrokerProcess {
         let extra_args: Vec<String> = extra_args.iter().map(|arg| arg.to_string()).collect();
         let (child, url) = spawn(data_dir, &extra_args);
@@ -75,6 +75,13 @@ fn send_sigterm(pid: u32) {
 }
 
 fn spawn(data_dir: &Path, extra_args: &[String]) -> (Child, String) {
+    // Cheap password hashes keep tests fast unless a test sets its own.
+    let default_iterations: &[&str] = if extra_args.iter().any(|arg| arg == "--password-iterations")
+    {
+        &[]
+    } else {
+        &["--password-iterations", "1000"]
+    };
     // Tests that do not test durability skip the fsync cost.
     let default_fsync: &[&str] = if extra_args.iter().any(|arg| arg == "--fsync") {
         &[]
@@ -85,7 +92,8 @@ fn spawn(data_dir: &Path, extra_args: &[String]) -> (Child, String) {
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--password-iterations", "1000"])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(default_iterations)
         .args(default_fsync)
         .args(extra_args)
         .env("FERRY_LOG", "warn")
