@@ -217,7 +217,7 @@ async fn run_clients(
         }
 
         // Every other round: receive and ack from the queue.
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             if let Some(body) = try_call(
                 &api,
                 Method::POST,
@@ -263,7 +263,7 @@ async fn run_clients(
         }
 
         // Every third round: pull from the subscription and commit.
-        if round % 3 == 0 {
+        if round.is_multiple_of(3) {
             let path = "/v1/topics/events/subscriptions/sub/messages?max_messages=50";
             if let Some(body) = try_call(&api, Method::GET, path, Value::Null).await {
                 let mut next: HashMap<u64, u64> = HashMap::new();

@@ -100,6 +100,16 @@ async fn queue_stream_respects_credits() {
         .unwrap();
     assert_eq!(acked["acked"].as_array().unwrap().len(), 15);
     assert_eq!(api.get_ok("/v1/queues/work").await["depth"], 0);
+    let (_, metrics) = api.call(reqwest::Method::GET, "/metrics", None).await;
+    let delivered = metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("ferry_messages_delivered_total "))
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    assert_eq!(delivered, 20, "stream deliveries are counted");
 
     // A bad frame gets an error frame, and the stream stays usable.
     socket

@@ -92,8 +92,7 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
                             .open_queue(&principal, &name, Some(Permission::Consume))?;
                     Ok(ws
                     .on_upgrade(move |socket| async move {
-                        let broker = Arc::clone(&context.broker);
-                        if let Err(err) = queue_stream(socket, broker, principal, queue).await {
+                        if let Err(err) = queue_stream(socket, context, principal, queue).await {
                             debug!(queue = %name, error = %err, "queue stream ended with an error");
                         }
                     })
@@ -113,10 +112,9 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
                 respond(async move {
                     let principal = stream_principal(&context.broker, header.as_deref(), &raw)?;
                     let group = context.broker.group(&principal, &topic, &name)?;
-                    let broker = Arc::clone(&context.broker);
                     Ok(ws
                         .on_upgrade(move |socket| async move {
-                            if let Err(err) = subscription_stream(socket, broker, principal, group).await {
+                            if let Err(err) = subscription_stream(socket, context, principal, group).await {
                                 debug!(topic = %topic, subscription = %name, error = %err, "subscription stream ended with an error");
                             }
                         })
@@ -228,10 +226,11 @@ async fn next_frame(
 
 async fn queue_stream(
     socket: WebSocket,
-    broker: Arc<Broker>,
+    context: Context,
     principal: Principal,
     queue: Arc<Queue>,
 ) -> Result<(), warp::Error> {
+    let broker = &context.broker;
     let (mut sink, mut stream) = socket.split();
     let mut credits: u64 = 0;
     let mut outstanding: HashSet<String> = HashSet::new();
@@ -239,7 +238,7 @@ async fn queue_stream(
     let result = async {
         loop {
             if let Some(end) = stream_end(
-                &broker,
+                broker,
                 broker.recheck_queue(&principal, &queue, Permission::Consume),
             ) {
                 return end_stream(&mut sink, end).await;
@@ -262,6 +261,7 @@ async fn queue_stream(
                         let frame = stream_message_json(&delivery.message, Some(delivery));
                         sink.send(WsMessage::text(frame)).await?;
                     }
+                    context.metrics.count_delivered(deliveries.len() as u64);
                     continue;
                 }
             }
@@ -339,10 +339,11 @@ async fn queue_stream(
 
 async fn subscription_stream(
     socket: WebSocket,
-    broker: Arc<Broker>,
+    context: Context,
     principal: Principal,
     group: Arc<Group>,
 ) -> Result<(), warp::Error> {
+    let broker = &context.broker;
     let (mut sink, mut stream) = socket.split();
     let mut credits: u64 = 0;
     // Per partition, the offsets sent and not yet acked.
@@ -351,7 +352,7 @@ async fn subscription_stream(
     let name = group.spec.name.clone();
     let result = async {
         loop {
-            if let Some(end) = stream_end(&broker, broker.recheck_group(&principal, &group)) {
+            if let Some(end) = stream_end(broker, broker.recheck_group(&principal, &group)) {
                 return end_stream(&mut sink, end).await;
             }
             if credits > 0 {
@@ -368,6 +369,7 @@ async fn subscription_stream(
                         outstanding.entry(message.partition).or_default().insert(message.offset);
                         sink.send(WsMessage::text(stream_message_json(message, None))).await?;
                     }
+                    context.metrics.count_delivered(messages.len() as u64);
                     continue;
                 }
             }

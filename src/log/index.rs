@@ -134,7 +134,7 @@ pub(crate) fn encode_entry(entry: &IndexEntry) -> [u8; INDEX_ENTRY_LEN] {
 /// Decodes the contents of an `.index` file. Checks only the length; use
 /// [`validate_entries`] to check the entries against their segment.
 pub fn decode_entries(bytes: &[u8]) -> Result<Vec<IndexEntry>, IndexError> {
-    if bytes.len() % INDEX_ENTRY_LEN != 0 {
+    if !bytes.len().is_multiple_of(INDEX_ENTRY_LEN) {
         return Err(IndexError::InvalidLength { len: bytes.len() });
     }
     let entries = bytes
