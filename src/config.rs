@@ -35,7 +35,7 @@ pub struct ServeArgs {
     pub listen: Option<SocketAddr>,
 
     /// When appended records are made durable before the acknowledgement:
-    /// `always` (msync before every answer, with group commit), a number of
+    /// `always` (msync before every response, with group commit), a number of
     /// milliseconds between background flushes, or `never` [default: always].
     #[arg(long, env = "FERRY_FSYNC")]
     pub fsync: Option<FsyncSetting>,
@@ -311,17 +311,6 @@ impl ServeArgs {
 }
 
 impl Config {
-    /// A configuration with every default, rooted at `data_dir`, listening on
-    /// a free loopback port. Tests and benchmarks start from this.
-    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
-        let args = ServeArgs {
-            data_dir: Some(data_dir.into()),
-            listen: Some("127.0.0.1:0".parse().expect("valid address")),
-            ..ServeArgs::default()
-        };
-        args.resolve().expect("defaults are valid")
-    }
-
     fn validate(&self) -> Result<(), ConfigError> {
         if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.insecure {
             return Err(ConfigError::InsecureListener {

@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use tracing::warn;
@@ -92,7 +91,7 @@ impl DurableLog {
     }
 
     /// Appends `records` as one batch and returns once they are as durable as
-    /// the flush policy asks.
+    /// the flush policy requires.
     ///
     /// The append itself runs on the calling task: it is a copy into the
     /// mapped segment, and only a segment roll or a file extension makes a
@@ -150,17 +149,6 @@ impl DurableLog {
         Ok(self.shared.log.read(offset, max_bytes, high_watermark)?)
     }
 
-    /// Reads the single record at `offset`, if it is below the high
-    /// watermark and retained.
-    pub fn read_one(&self, offset: u64) -> Result<Option<Record>> {
-        let batches = self.read(offset, 1)?;
-        let record = batches
-            .into_iter()
-            .flat_map(|batch| batch.records)
-            .find(|record| record.offset == offset);
-        Ok(record)
-    }
-
     /// First offset not yet readable.
     pub fn high_watermark(&self) -> u64 {
         *self.shared.high_watermark.borrow()
@@ -181,22 +169,9 @@ impl DurableLog {
         &self.dir
     }
 
-    /// The notifier woken when the high watermark moves.
-    pub fn appended(&self) -> &Arc<Notify> {
-        &self.shared.appended
-    }
-
     /// Flushes and trims the active segment; called at shutdown.
     pub fn close(&self) -> Result<()> {
         Ok(self.shared.log.close()?)
-    }
-
-    /// The interval of background flushes, if the policy has one.
-    pub fn flush_interval(&self) -> Option<Duration> {
-        match self.policy {
-            FsyncPolicy::Interval(interval) => Some(interval),
-            _ => None,
-        }
     }
 }
 
@@ -224,7 +199,7 @@ impl Drop for DurableLog {
     }
 }
 
-/// Flushes the log whenever an append asks, covering everything appended
+/// Flushes the log whenever an append requests it, covering everything appended
 /// up to that moment, and publishes the progress. Ends when the log is
 /// dropped.
 async fn run_flusher(shared: Weak<Shared>, flush_requested: Arc<Notify>) {

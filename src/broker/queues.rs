@@ -329,7 +329,8 @@ fn check_visibility_timeout(field: &str, value: u64) -> Result<()> {
     Ok(())
 }
 
-fn check_max_messages(max_messages: usize) -> Result<()> {
+/// Checks a receive or pull size against [`MAX_RECEIVE_MESSAGES`].
+pub(crate) fn check_max_messages(max_messages: usize) -> Result<()> {
     if !(1..=MAX_RECEIVE_MESSAGES).contains(&max_messages) {
         return Err(BrokerError::invalid(
             "max_messages",

@@ -18,6 +18,7 @@ use tracing::info;
 use crate::broker::error::{BrokerError, Result};
 use crate::broker::message::Message;
 use crate::broker::offsets::OffsetKey;
+use crate::broker::queues::check_max_messages;
 use crate::broker::topic::Topic;
 use crate::broker::topics::{read_messages, FetchLimits};
 use crate::broker::users::Principal;
@@ -206,15 +207,7 @@ impl Broker {
         wait: Duration,
     ) -> Result<Vec<Message>> {
         let group = self.group(principal, topic, name)?;
-        if !(1..=crate::broker::queues::MAX_RECEIVE_MESSAGES).contains(&max_messages) {
-            return Err(BrokerError::invalid(
-                "max_messages",
-                format!(
-                    "{max_messages} is outside 1..={}",
-                    crate::broker::queues::MAX_RECEIVE_MESSAGES
-                ),
-            ));
-        }
+        check_max_messages(max_messages)?;
         let deadline = Instant::now() + wait;
         loop {
             let notified = group.topic.appended.notified();
@@ -325,7 +318,7 @@ impl Broker {
             .map(|_| ())
     }
 
-    /// Returns messages a stream sent but nobody acked to the subscription:
+    /// Returns messages a stream sent but no consumer acked to the subscription:
     /// its position moves back to `oldest_unacked`, but never below the
     /// committed offset, which other consumers may have moved past it.
     pub fn return_unacked(&self, group: &Group, partition: u32, oldest_unacked: u64) {
