@@ -7,14 +7,14 @@ use warp::Reply;
 
 use crate::broker::BrokerError;
 
-/// An error answer of the REST API.
+/// An error response of the REST API.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable machine-readable code, e.g. `not_found`.
     pub code: &'static str,
-    /// What went wrong and what to do, for people.
+    /// Human-readable description of the failure and of what to do next.
     pub message: String,
 }
 

@@ -1,6 +1,6 @@
 //! The REST front end (warp): routes, request parsing and error mapping.
 //!
-//! Handlers parse the request, call the broker and shape the answer; the
+//! Handlers parse the request, call the broker and shape the response. The
 //! rules live in `crate::broker`. One resource per file.
 
 pub mod error;
@@ -228,7 +228,7 @@ where
 }
 
 /// Parses a publish or send body, stores the messages with `store`, counts
-/// them, and answers with their offsets.
+/// them, and responds with their offsets.
 async fn store_messages<F, Fut>(
     context: &Context,
     body: &Bytes,

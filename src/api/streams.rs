@@ -143,7 +143,7 @@ fn stream_principal(
 
 type Sink = futures_util::stream::SplitSink<WebSocket, WsMessage>;
 
-/// Why a stream ends on the broker's side.
+/// Reason a stream ends on the broker's side.
 enum StreamEnd {
     /// The broker is shutting down.
     Shutdown,
@@ -326,7 +326,7 @@ async fn queue_stream(
     }
     .await;
 
-    // Whatever this socket still holds goes back to the queue at once
+    // The leases this socket still has go back to the queue at once
     // rather than after the visibility timeout.
     if !outstanding.is_empty() {
         let ids: Vec<String> = outstanding.into_iter().collect();

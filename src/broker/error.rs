@@ -77,7 +77,7 @@ pub enum BrokerError {
     /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(LogError),
-    /// A bug or an unexpected state; the message says where.
+    /// A bug or an unexpected state. The message names where it happened.
     #[error("internal error: {0}")]
     Internal(String),
 }

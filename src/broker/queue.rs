@@ -4,8 +4,8 @@
 //! A receive first leases offsets in memory (so concurrent receivers never
 //! get the same message), then stores the `Leased` event, and only then
 //! returns the messages. If storing fails the lease is undone. Acks and
-//! releases are stored before they are applied, so a crash can only forget
-//! a settlement the client was never told of.
+//! releases are stored before they are applied, so a crash can only lose
+//! a settlement the client never received a response for.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -32,7 +32,7 @@ pub struct Resource<S> {
     pub grants: BTreeMap<String, BTreeSet<Permission>>,
 }
 
-/// Why an event cannot be applied.
+/// Reason an event cannot be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogError {
     /// The name is already in use.
@@ -62,7 +62,7 @@ pub struct Catalog {
     queues: BTreeMap<String, Resource<QueueSpec>>,
     subscriptions: BTreeMap<(String, String), SubscriptionSpec>,
     /// Ids of deleted topic and queue incarnations, so leftover files of a
-    /// deletion can be told from files the catalog does not know.
+    /// deletion can be distinguished from files the catalog does not know.
     deleted: HashSet<(ResourceKind, u64)>,
 }
 
