@@ -76,6 +76,47 @@ pub struct ServeArgs {
     /// one into `<data-dir>/jwt-secret` (mode 0600) on first start.
     #[arg(long, env = "FERRY_JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
+
+    /// ZooKeeper servers, host:port[,host:port]; turns on clustering.
+    /// Without it the broker runs alone.
+    #[arg(long, env = "FERRY_ZOOKEEPER", help_heading = "Cluster")]
+    pub zookeeper: Option<String>,
+    /// ZooKeeper path under which the cluster keeps its state [default: /ferry].
+    #[arg(long, env = "FERRY_ZOOKEEPER_ROOT", help_heading = "Cluster")]
+    pub zookeeper_root: Option<String>,
+    /// ZooKeeper session timeout in milliseconds [default: 6000].
+    #[arg(
+        long,
+        env = "FERRY_ZOOKEEPER_SESSION_TIMEOUT_MS",
+        help_heading = "Cluster"
+    )]
+    pub zookeeper_session_timeout_ms: Option<u64>,
+    /// This broker's id, unique in the cluster; required with --zookeeper.
+    #[arg(long, env = "FERRY_BROKER_ID", help_heading = "Cluster")]
+    pub broker_id: Option<u32>,
+    /// gRPC address for the other brokers, host:port [default: 127.0.0.1:9090].
+    #[arg(long, env = "FERRY_GRPC_LISTEN", help_heading = "Cluster")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// gRPC address the other brokers use to reach this one [default: the bound --grpc-listen address].
+    #[arg(long, env = "FERRY_ADVERTISE", help_heading = "Cluster")]
+    pub advertise: Option<String>,
+    /// File with the secret every broker of the cluster shares; it
+    /// authenticates gRPC calls and signs login tokens. Required with --zookeeper.
+    #[arg(long, env = "FERRY_CLUSTER_SECRET_FILE", help_heading = "Cluster")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Replicas of each new topic and queue, capped by the live brokers [default: 3].
+    #[arg(long, env = "FERRY_REPLICATION_FACTOR", help_heading = "Cluster")]
+    pub replication_factor: Option<u32>,
+    /// In-sync replicas an `acks=all` write needs, capped by the replication factor [default: 2].
+    #[arg(long, env = "FERRY_MIN_INSYNC_REPLICAS", help_heading = "Cluster")]
+    pub min_insync_replicas: Option<u32>,
+    /// Milliseconds a follower may stay behind before it leaves the in-sync replicas [default: 10000].
+    #[arg(long, env = "FERRY_REPLICA_LAG_MAX_MS", help_heading = "Cluster")]
+    pub replica_lag_max_ms: Option<u64>,
+    /// Allow a replica outside the in-sync replicas to become leader when no
+    /// in-sync replica is alive; acknowledged records can be lost.
+    #[arg(long, env = "FERRY_UNCLEAN_LEADER_ELECTION", help_heading = "Cluster")]
+    pub unclean_leader_election: bool,
 }
 
 /// The configuration file: the same settings as [`ServeArgs`], all optional.
@@ -94,6 +135,17 @@ struct FileConfig {
     token_ttl_secs: Option<u64>,
     password_iterations: Option<u32>,
     jwt_secret_file: Option<PathBuf>,
+    zookeeper: Option<String>,
+    zookeeper_root: Option<String>,
+    zookeeper_session_timeout_ms: Option<u64>,
+    broker_id: Option<u32>,
+    grpc_listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    cluster_secret_file: Option<PathBuf>,
+    replication_factor: Option<u32>,
+    min_insync_replicas: Option<u32>,
+    replica_lag_max_ms: Option<u64>,
+    unclean_leader_election: Option<bool>,
 }
 
 /// `fsync` in the file: `"always"`, `"never"`, or milliseconds as a number
@@ -130,6 +182,36 @@ pub struct Config {
     pub password_iterations: u32,
     /// Signing secret file; `None` means generated into the data directory.
     pub jwt_secret_file: Option<PathBuf>,
+    /// Cluster settings; `None` runs a single broker.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Settings of a broker that is part of a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// ZooKeeper connect string, host:port[,host:port].
+    pub zookeeper: String,
+    /// ZooKeeper path holding the cluster's state, for example `/ferry`.
+    pub zookeeper_root: String,
+    /// ZooKeeper session timeout.
+    pub session_timeout: Duration,
+    /// This broker's id.
+    pub broker_id: u32,
+    /// gRPC listen address.
+    pub grpc_listen: SocketAddr,
+    /// gRPC address announced to the other brokers; `None` means the bound
+    /// listen address.
+    pub advertise: Option<String>,
+    /// File with the shared cluster secret.
+    pub secret_file: PathBuf,
+    /// Replicas of each new topic and queue.
+    pub replication_factor: u32,
+    /// In-sync replicas an `acks=all` write needs.
+    pub min_insync_replicas: u32,
+    /// How long a follower may lag before it leaves the in-sync replicas.
+    pub replica_lag_max: Duration,
+    /// Whether a replica outside the in-sync replicas may become leader.
+    pub unclean_leader_election: bool,
 }
 
 /// Paths of the PEM files for TLS.
@@ -242,6 +324,7 @@ impl ServeArgs {
             Some(path) => read_file_config(path)?,
             None => FileConfig::default(),
         };
+        let cluster = self.resolve_cluster(&file)?;
         let fsync = match (&self.fsync, &file.fsync) {
             (Some(setting), _) => *setting,
             (None, Some(value)) => {
@@ -304,9 +387,89 @@ impl ServeArgs {
                 .or(file.password_iterations)
                 .unwrap_or(100_000),
             jwt_secret_file: self.jwt_secret_file.clone().or(file.jwt_secret_file),
+            cluster,
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+impl ServeArgs {
+    fn resolve_cluster(&self, file: &FileConfig) -> Result<Option<ClusterConfig>, ConfigError> {
+        let Some(zookeeper) = self.zookeeper.clone().or(file.zookeeper.clone()) else {
+            return Ok(None);
+        };
+        let missing = |setting: &'static str| ConfigError::InvalidValue {
+            setting,
+            message: "required when --zookeeper is given".into(),
+        };
+        let zookeeper_root = self
+            .zookeeper_root
+            .clone()
+            .or(file.zookeeper_root.clone())
+            .unwrap_or_else(|| "/ferry".into());
+        if !zookeeper_root.starts_with('/')
+            || zookeeper_root.len() < 2
+            || zookeeper_root.ends_with('/')
+        {
+            return Err(ConfigError::InvalidValue {
+                setting: "zookeeper_root",
+                message: format!(
+                    "`{zookeeper_root}` is not an absolute ZooKeeper path such as /ferry"
+                ),
+            });
+        }
+        let cluster = ClusterConfig {
+            zookeeper,
+            zookeeper_root,
+            session_timeout: Duration::from_millis(
+                self.zookeeper_session_timeout_ms
+                    .or(file.zookeeper_session_timeout_ms)
+                    .unwrap_or(6000),
+            ),
+            broker_id: self
+                .broker_id
+                .or(file.broker_id)
+                .ok_or_else(|| missing("broker_id"))?,
+            grpc_listen: self
+                .grpc_listen
+                .or(file.grpc_listen)
+                .unwrap_or_else(|| "127.0.0.1:9090".parse().expect("default address is valid")),
+            advertise: self.advertise.clone().or(file.advertise.clone()),
+            secret_file: self
+                .cluster_secret_file
+                .clone()
+                .or(file.cluster_secret_file.clone())
+                .ok_or_else(|| missing("cluster_secret_file"))?,
+            replication_factor: self
+                .replication_factor
+                .or(file.replication_factor)
+                .unwrap_or(3),
+            min_insync_replicas: self
+                .min_insync_replicas
+                .or(file.min_insync_replicas)
+                .unwrap_or(2),
+            replica_lag_max: Duration::from_millis(
+                self.replica_lag_max_ms
+                    .or(file.replica_lag_max_ms)
+                    .unwrap_or(10_000),
+            ),
+            unclean_leader_election: self.unclean_leader_election
+                || file.unclean_leader_election.unwrap_or(false),
+        };
+        if cluster.replication_factor == 0 || cluster.min_insync_replicas == 0 {
+            return Err(ConfigError::InvalidValue {
+                setting: "replication_factor/min_insync_replicas",
+                message: "both must be at least 1".into(),
+            });
+        }
+        if cluster.session_timeout < Duration::from_secs(2) {
+            return Err(ConfigError::InvalidValue {
+                setting: "zookeeper_session_timeout_ms",
+                message: "must be at least 2000 (ZooKeeper's usual minimum)".into(),
+            });
+        }
+        Ok(Some(cluster))
     }
 }
 
@@ -316,6 +479,20 @@ impl Config {
             return Err(ConfigError::InsecureListener {
                 listen: self.listen,
             });
+        }
+        // The gRPC port has no TLS yet and carries the cluster secret in
+        // clear text.
+        if let Some(cluster) = &self.cluster {
+            if !cluster.grpc_listen.ip().is_loopback() && !self.insecure {
+                return Err(ConfigError::InvalidValue {
+                    setting: "grpc_listen",
+                    message: format!(
+                        "{} is not a loopback address; gRPC between brokers is plain text, \
+                         so give --insecure to allow it on a trusted network",
+                        cluster.grpc_listen
+                    ),
+                });
+            }
         }
         // A segment must hold at least one maximum-size request, with room
         // for batch and record headers.

@@ -35,6 +35,7 @@ use super::reader::list_segments;
 use super::record::Record;
 use super::segment::{log_recovery, Segment};
 use super::{LogConfig, LogError, MAX_BATCH_BYTES};
+use epochs::EpochHistory;
 
 /// Name of the file in a partition directory that `open` locks with `flock`,
 /// so that only one `PartitionLog` at a time owns the directory.
@@ -100,6 +101,8 @@ impl fmt::Debug for PartitionLog {
 struct WriterState {
     /// Leader epoch of the last batch in the log.
     latest_leader_epoch: u32,
+    /// Where each leader epoch in the log starts.
+    epochs: EpochHistory,
     /// Set by `close`, or when a truncation failed halfway.
     closed: bool,
 }
@@ -152,6 +155,7 @@ impl PartitionLog {
             }
         }
 
+        let epochs = EpochHistory::from_segments(&segments)?;
         // Recovery synced the active segment, so everything in it is durable.
         let log_end_offset = segments.last().map_or(0, |s| s.next_offset());
         info!(
@@ -166,6 +170,7 @@ impl PartitionLog {
             config,
             writer: Mutex::new(WriterState {
                 latest_leader_epoch,
+                epochs,
                 closed: false,
             }),
             flush_lock: Mutex::new(()),
@@ -332,6 +337,21 @@ impl PartitionLog {
         self.read_segments().iter().map(|s| s.info()).collect()
     }
 
+    /// Returns the leader epoch of the last batch, or `None` for an empty
+    /// log.
+    pub fn last_leader_epoch(&self) -> Option<u32> {
+        self.lock_writer().epochs.latest()
+    }
+
+    /// Finds the largest leader epoch at or below `epoch` in this log and
+    /// the offset where it ends: the first offset of the next epoch, or the
+    /// log end offset. `None` when every epoch in the log is above `epoch`,
+    /// or the log is empty.
+    pub fn epoch_end_offset(&self, epoch: u32) -> Option<(u32, u64)> {
+        let writer = self.lock_writer();
+        writer.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
     /// Flushes the log, trims the active segment to its length and refuses
     /// further writes. Reads keep working. Closing twice is harmless.
     ///
@@ -379,6 +399,9 @@ impl PartitionLog {
         let active = self.prepare_active(batch.len(), header.base_offset)?;
         active.append(batch, header)?;
         writer.latest_leader_epoch = header.leader_epoch;
+        writer
+            .epochs
+            .record(header.leader_epoch, header.base_offset);
         // Stored after the segment published the batch, so a reader that loads
         // this LEO also finds the batch.
         self.log_end_offset
@@ -543,6 +566,7 @@ fn warn_on_offset_gaps(dir: &Path, segments: &[Arc<Segment>]) {
     }
 }
 
+mod epochs;
 mod read;
 mod truncate;
 

@@ -84,6 +84,7 @@ impl PartitionLog {
             .rev()
             .find_map(|s| s.last_header())
             .map_or(0, |h| h.leader_epoch);
+        writer.epochs.truncate(end_offset);
         self.log_end_offset.store(end_offset, Ordering::Release);
         self.flushed_offset.fetch_min(end_offset, Ordering::AcqRel);
         let removed_segments = result?;
