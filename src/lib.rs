@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod log;
 pub mod meta;

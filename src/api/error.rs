@@ -70,6 +70,7 @@ impl From<BrokerError> for ApiError {
                 (StatusCode::BAD_REQUEST, "offset_out_of_range")
             }
             BrokerError::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+            BrokerError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             BrokerError::Storage(_) | BrokerError::Internal(_) => {
                 // The details name files and internals of the server: they
                 // go to the log, and the client gets a pointer to it.

@@ -1,25 +1,40 @@
-//! A partition log with the broker's flush policy and a high watermark.
+//! A partition log with the broker's flush policy, its replicas' progress
+//! and a high watermark.
 //!
-//! On a single broker the high watermark is the first offset a crash could
-//! lose: with `fsync = always` it is the flushed offset, otherwise the log end
-//! offset (the operator chose speed over durability). Readers never see
-//! records at or above it, so a consumer never sees a record that a crash
-//! could then take back.
+//! The high watermark is the first offset that a crash or a change of
+//! leader could take back: the minimum of this broker's durable offset (the
+//! flushed offset with `fsync = always`, otherwise the log end offset, as
+//! the operator chose speed over durability) and the log end offsets that
+//! the in-sync followers reported. On a single broker there are no
+//! followers. Readers never see records at or above it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use tracing::warn;
 
 use crate::broker::error::{BrokerError, Result};
-use crate::log::{
-    AppendInfo, FsyncPolicy, LogConfig, PartitionLog, ProducerInfo, Record, RecordBatch,
-};
+use crate::log::{AppendInfo, FsyncPolicy, PartitionLog, ProducerInfo, Record, RecordBatch};
 
-/// Leader epoch written into batches. A single broker is the only leader
-/// there has ever been, so every batch carries epoch 0.
-pub const SINGLE_NODE_LEADER_EPOCH: u32 = 0;
+/// How long an `acks=all` append waits for the in-sync replicas.
+pub const REPLICATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Acks {
+    /// Once every in-sync replica has the records (and, with
+    /// `fsync = always`, this broker flushed them).
+    #[default]
+    All,
+    /// Once this broker has them as durably as its flush policy requires.
+    Leader,
+    /// As soon as they are appended here, before any flush.
+    None,
+}
 
 /// A partition log plus its flush policy and high watermark.
 pub struct DurableLog {
@@ -39,6 +54,24 @@ struct Shared {
     appended: Arc<Notify>,
     /// Progress of the flusher task: the durable offset or the last failure.
     flushed: watch::Sender<FlushState>,
+    policy: FsyncPolicy,
+    /// Leader epoch stamped on appended batches.
+    leader_epoch: AtomicU32,
+    /// Set while this broker does not lead the log: appends fail and
+    /// waiting appends give up.
+    fenced: AtomicBool,
+    replicas: Mutex<ReplicaProgress>,
+}
+
+/// What the leader knows about its followers.
+#[derive(Debug, Default)]
+struct ReplicaProgress {
+    /// In-sync followers, without this broker.
+    isr: BTreeSet<u32>,
+    /// The last log end offset each follower reported in a fetch.
+    offsets: BTreeMap<u32, u64>,
+    /// In-sync replicas, this broker included, that `acks=all` needs.
+    min_insync: usize,
 }
 
 /// Progress of the flusher task.
@@ -52,27 +85,36 @@ struct FlushState {
 }
 
 impl DurableLog {
-    /// Opens (and recovers) the log in `dir`. With `fsync = always` it also
-    /// starts the log's flusher task, so it must run inside a Tokio runtime.
+    /// Wraps an open log. With `fsync = always` it also starts the log's
+    /// flusher task, so it must run inside a Tokio runtime.
     ///
-    /// Everything recovery kept is readable at once: with `fsync = always` it
-    /// was flushed before it was acknowledged, and otherwise the operator
-    /// accepted losing it.
-    pub fn open(
-        dir: &Path,
-        config: LogConfig,
+    /// A log that `leading` is false for starts fenced, with a high
+    /// watermark of 0, until [`DurableLog::lead`] makes this broker its
+    /// leader. Otherwise (a single broker) everything recovery kept is
+    /// readable at once: with `fsync = always` it was flushed before it was
+    /// acknowledged, and otherwise the operator accepted losing it.
+    pub fn new(
+        log: Arc<PartitionLog>,
         policy: FsyncPolicy,
         appended: Arc<Notify>,
-    ) -> Result<DurableLog> {
-        let log = PartitionLog::open(dir, config)?;
+        leading: bool,
+    ) -> DurableLog {
         let end = log.log_end_offset();
+        let dir = log.dir().to_path_buf();
         let shared = Arc::new(Shared {
-            log: Arc::new(log),
-            high_watermark: watch::Sender::new(end),
+            log,
+            high_watermark: watch::Sender::new(if leading { end } else { 0 }),
             appended,
             flushed: watch::Sender::new(FlushState {
                 flushed: end,
                 failure: None,
+            }),
+            policy,
+            leader_epoch: AtomicU32::new(0),
+            fenced: AtomicBool::new(!leading),
+            replicas: Mutex::new(ReplicaProgress {
+                min_insync: 1,
+                ..ReplicaProgress::default()
             }),
         });
         let flush_requested = Arc::new(Notify::new());
@@ -82,12 +124,67 @@ impl DurableLog {
                 Arc::clone(&flush_requested),
             ));
         }
-        Ok(DurableLog {
+        DurableLog {
             shared,
-            dir: dir.to_path_buf(),
+            dir,
             policy,
             flush_requested,
-        })
+        }
+    }
+
+    /// Makes this broker the leader at `leader_epoch` with the in-sync
+    /// followers `isr`. `high_watermark` is what this broker knew as a
+    /// follower; the high watermark never moves back.
+    pub fn lead(&self, leader_epoch: u32, isr: &[u32], min_insync: usize, high_watermark: u64) {
+        self.shared
+            .leader_epoch
+            .store(leader_epoch, Ordering::SeqCst);
+        {
+            let mut replicas = self.shared.lock_replicas();
+            replicas.isr = isr.iter().copied().collect();
+            replicas.min_insync = min_insync.max(1);
+        }
+        self.shared.fenced.store(false, Ordering::SeqCst);
+        self.shared.advance_high_watermark(high_watermark);
+        self.shared.update_high_watermark();
+    }
+
+    /// Replaces the in-sync followers after an ISR change was written.
+    pub fn set_isr(&self, isr: &[u32]) {
+        self.shared.lock_replicas().isr = isr.iter().copied().collect();
+        self.shared.update_high_watermark();
+    }
+
+    /// Stops leading: new appends fail and waiting ones give up with
+    /// `Unavailable`, so a deposed leader acknowledges nothing more.
+    pub fn fence(&self) {
+        self.shared.fenced.store(true, Ordering::SeqCst);
+        // Wakes every waiter so that it sees the flag.
+        self.shared.high_watermark.send_modify(|_| {});
+        self.shared.flushed.send_modify(|_| {});
+        self.shared.appended.notify_waiters();
+    }
+
+    /// Whether this broker currently leads the log.
+    pub fn is_leading(&self) -> bool {
+        !self.shared.fenced.load(Ordering::SeqCst)
+    }
+
+    /// Notes the log end offset a follower reported in a fetch; every
+    /// record below it is on that follower.
+    pub fn record_follower_offset(&self, follower: u32, offset: u64) {
+        self.shared.lock_replicas().offsets.insert(follower, offset);
+        self.shared.update_high_watermark();
+    }
+
+    /// The underlying log.
+    pub fn partition_log(&self) -> &Arc<PartitionLog> {
+        &self.shared.log
+    }
+
+    /// Appends `records` as one batch with the default `acks=all`.
+    pub async fn append(&self, records: Vec<Record>, producer: ProducerInfo) -> Result<AppendInfo> {
+        self.append_with(records, producer, Acks::All).await
     }
 
     /// Appends `records` as one batch and returns once they are as durable as
@@ -99,16 +196,95 @@ impl DurableLog {
     /// for the flusher task, so one flush covers every batch appended while
     /// the previous flush ran (group commit).
     ///
+    /// With `acks=all` it then waits until the high watermark passes the
+    /// records, at most [`REPLICATION_TIMEOUT`].
+    ///
     /// Not cancel-safe: a cancelled call may still append the records.
-    pub async fn append(&self, records: Vec<Record>, producer: ProducerInfo) -> Result<AppendInfo> {
-        let log = &self.shared.log;
-        let info = log.append(&records, SINGLE_NODE_LEADER_EPOCH, producer)?;
-        if !matches!(self.policy, FsyncPolicy::Always) {
-            self.shared.advance_high_watermark(log.log_end_offset());
-            return Ok(info);
+    pub async fn append_with(
+        &self,
+        records: Vec<Record>,
+        producer: ProducerInfo,
+        acks: Acks,
+    ) -> Result<AppendInfo> {
+        self.check_leading()?;
+        if acks == Acks::All {
+            self.check_insync()?;
         }
-
+        let log = &self.shared.log;
+        let epoch = self.shared.leader_epoch.load(Ordering::SeqCst);
+        let info = log.append(&records, epoch, producer)?;
         let target = info.last_offset + 1;
+        if !matches!(self.policy, FsyncPolicy::Always) {
+            self.shared.update_high_watermark();
+        }
+        match acks {
+            Acks::None => Ok(info),
+            Acks::Leader => {
+                self.wait_flushed(target).await?;
+                Ok(info)
+            }
+            Acks::All => {
+                self.wait_flushed(target).await?;
+                self.wait_replicated(target).await?;
+                Ok(info)
+            }
+        }
+    }
+
+    fn check_leading(&self) -> Result<()> {
+        if self.shared.fenced.load(Ordering::SeqCst) {
+            return Err(BrokerError::Unavailable(format!(
+                "this broker does not lead {}; retry, the cluster routes the request to the leader",
+                self.dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_insync(&self) -> Result<()> {
+        let replicas = self.shared.lock_replicas();
+        let insync = replicas.isr.len() + 1;
+        if insync < replicas.min_insync {
+            return Err(BrokerError::Unavailable(format!(
+                "{insync} replicas are in sync and acks=all needs {}; nothing was written",
+                replicas.min_insync
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits until the in-sync replicas have every offset below `target`.
+    async fn wait_replicated(&self, target: u64) -> Result<()> {
+        let mut high_watermark = self.shared.high_watermark.subscribe();
+        let fenced = &self.shared.fenced;
+        let wait = async {
+            high_watermark
+                .wait_for(|hw| *hw >= target || fenced.load(Ordering::SeqCst))
+                .await
+                .map(|hw| *hw >= target)
+        };
+        match tokio::time::timeout(REPLICATION_TIMEOUT, wait).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(_) => Err(BrokerError::Unavailable(format!(
+                "this broker stopped leading {} before the replicas confirmed the write; \
+                 it may or may not be stored, retry",
+                self.dir.display()
+            ))),
+            Err(_) => Err(BrokerError::Unavailable(format!(
+                "the replicas of {} did not confirm the write within {} s; \
+                 it may or may not be stored, retry",
+                self.dir.display(),
+                REPLICATION_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// With `fsync = always`, waits until the flusher task made every
+    /// offset below `target` durable.
+    async fn wait_flushed(&self, target: u64) -> Result<()> {
+        if !matches!(self.policy, FsyncPolicy::Always) {
+            return Ok(());
+        }
         let mut state = self.shared.flushed.subscribe();
         self.flush_requested.notify_one();
         let state = state
@@ -118,7 +294,7 @@ impl DurableLog {
             .await
             .map_err(|_| BrokerError::Internal("the flusher task stopped".into()))?;
         if state.flushed >= target {
-            return Ok(info);
+            return Ok(());
         }
         let reason = state
             .failure
@@ -128,6 +304,17 @@ impl DurableLog {
             "failed to flush {}: {reason}",
             self.dir.display()
         )))
+    }
+
+    /// Reads whole batches from `offset`, up to about `max_bytes`, below the
+    /// log end offset: records not yet replicated included. For replaying
+    /// this broker's own state when it becomes leader.
+    pub fn read_uncommitted(&self, offset: u64, max_bytes: usize) -> Result<Vec<RecordBatch>> {
+        let end = self.log_end_offset();
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        Ok(self.shared.log.read(offset, max_bytes, end)?)
     }
 
     /// Flushes everything appended so far; used by the interval flusher.
@@ -176,6 +363,30 @@ impl DurableLog {
 }
 
 impl Shared {
+    fn lock_replicas(&self) -> std::sync::MutexGuard<'_, ReplicaProgress> {
+        self.replicas.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves the high watermark to the minimum of this broker's durable
+    /// offset and the in-sync followers' offsets, if that is higher.
+    fn update_high_watermark(&self) {
+        if self.fenced.load(Ordering::SeqCst) {
+            return;
+        }
+        let own = match self.policy {
+            FsyncPolicy::Always => self.flushed.borrow().flushed,
+            _ => self.log.log_end_offset(),
+        };
+        let replicas = self.lock_replicas();
+        let followers = replicas
+            .isr
+            .iter()
+            .map(|id| replicas.offsets.get(id).copied().unwrap_or(0));
+        let high_watermark = followers.fold(own, u64::min);
+        drop(replicas);
+        self.advance_high_watermark(high_watermark);
+    }
+
     fn advance_high_watermark(&self, offset: u64) {
         let advanced = self.high_watermark.send_if_modified(|current| {
             if offset > *current {
@@ -227,6 +438,6 @@ async fn run_flusher(shared: Weak<Shared>, flush_requested: Arc<Notify>) {
             state.flushed = state.flushed.max(flushed);
             state.failure = failure.map(|reason| (target, reason));
         });
-        shared.advance_high_watermark(flushed);
+        shared.update_high_watermark();
     }
 }

@@ -74,6 +74,12 @@ pub enum BrokerError {
         /// The segment or directory that could not grow.
         path: PathBuf,
     },
+    /// The cluster cannot serve the request right now: this broker no
+    /// longer leads the resource, no leader is elected, too few replicas
+    /// are in sync, or replication did not confirm a write in time. The
+    /// client may retry.
+    #[error("{0}")]
+    Unavailable(String),
     /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(LogError),

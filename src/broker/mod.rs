@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! __meta/0/                       metadata events (the catalog)
-//! __offsets/0/                    committed subscription offsets, keyed
 //! topics/<name>@<id>/<partition>/ one log per topic partition
+//! topics/<name>@<id>/offsets/     committed subscription offsets, keyed
 //! queues/<name>@<id>/messages/    the queue's messages
 //! queues/<name>@<id>/state/       the queue's lease and ack events
 //! jwt-secret                      token signing secret (unless configured)
@@ -17,6 +17,8 @@
 
 pub mod durable;
 pub mod error;
+pub mod leadership;
+pub mod logs;
 pub mod message;
 pub mod offsets;
 pub mod queue;
@@ -31,10 +33,10 @@ use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{Mutex as AsyncMutex, Notify};
+use tokio::sync::{watch, Mutex as AsyncMutex, Notify};
 use tracing::{info, warn};
 
 use crate::auth::TokenIssuer;
@@ -42,8 +44,10 @@ use crate::config::Config;
 use crate::log::{LogConfig, ProducerInfo, Record};
 use crate::meta::{Catalog, MetaEvent, Permission, Resource, ResourceKind, ResourceSpec};
 
-pub use durable::DurableLog;
+pub use durable::{Acks, DurableLog};
 pub use error::{BrokerError, Result};
+pub use leadership::ClusterHooks;
+pub use logs::Logs;
 pub use message::{Message, NewMessage, Payload};
 pub use queue::{AckOutcome, Delivery};
 pub use queues::QueueView;
@@ -64,14 +68,18 @@ pub const MAX_WAIT: Duration = Duration::from_secs(30);
 pub struct Broker {
     config: Config,
     tokens: TokenIssuer,
+    logs: Logs,
     meta: Arc<DurableLog>,
+    /// The `__meta` offset up to which the catalog has applied events.
+    meta_applied: watch::Sender<u64>,
+    /// Set once in a cluster: how metadata reaches the `__meta` leader.
+    cluster: OnceLock<Arc<dyn ClusterHooks>>,
     /// Serializes check, append and apply of metadata events, so two
     /// requests can never both take one name.
     meta_write: AsyncMutex<()>,
     catalog: RwLock<Catalog>,
     topics: RwLock<HashMap<String, Arc<topic::Topic>>>,
     queues: RwLock<HashMap<String, Arc<queue::Queue>>>,
-    offsets: offsets::OffsetStore,
     groups: RwLock<HashMap<(String, String), Arc<subscriptions::Group>>>,
     /// Set at shutdown: long polls and streams end at once.
     shutting_down: AtomicBool,
@@ -108,28 +116,32 @@ impl Broker {
         )
         .map_err(|err| BrokerError::Internal(err.to_string()))?;
 
-        let meta = open_internal(&config, &data_dir.join("__meta").join("0"))?;
-        let catalog = replay_catalog(&meta)?;
-        let offsets = offsets::OffsetStore::open(open_internal(
-            &config,
-            &data_dir.join("__offsets").join("0"),
-        )?)?;
+        let clustered = config.cluster.is_some();
+        let logs = Logs::new(config.fsync, !clustered);
+        let meta = open_internal(&logs, &config, &data_dir.join(META_DIR).join(META_LOG))?;
+        let (catalog, meta_applied) = replay_catalog(&meta)?;
 
         let broker = Broker {
             config,
             tokens,
+            logs,
             meta,
+            meta_applied: watch::Sender::new(meta_applied),
+            cluster: OnceLock::new(),
             meta_write: AsyncMutex::new(()),
             catalog: RwLock::new(catalog),
             topics: RwLock::new(HashMap::new()),
             queues: RwLock::new(HashMap::new()),
-            offsets,
             groups: RwLock::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             hash_permits: tokio::sync::Semaphore::new(users::MAX_CONCURRENT_HASHES),
         };
-        broker.open_resources()?;
-        broker.remove_orphan_dirs();
+        // In a cluster, resources open when this broker becomes their
+        // leader, and deleted ones are removed as the catalog learns of it.
+        if !clustered {
+            broker.open_resources()?;
+            broker.remove_orphan_dirs();
+        }
         let broker = Arc::new(broker);
         broker.start_interval_flusher();
         Ok(broker)
@@ -216,6 +228,7 @@ impl Broker {
         let mut topics = write_lock(&self.topics);
         for resource in catalog.topics() {
             let topic = topic::Topic::open(
+                &self.logs,
                 &self.config,
                 &self.topic_dir(&resource.spec.name, resource.spec.id),
                 resource.spec.clone(),
@@ -225,6 +238,7 @@ impl Broker {
         let mut queues = write_lock(&self.queues);
         for resource in catalog.queues() {
             let queue = queue::Queue::open(
+                &self.logs,
                 &self.config,
                 &self.queue_dir(&resource.spec.name, resource.spec.id),
                 resource.spec.clone(),
@@ -308,9 +322,9 @@ impl Broker {
     }
 
     fn all_logs(&self) -> Vec<Arc<DurableLog>> {
-        let mut logs = vec![Arc::clone(&self.meta), Arc::clone(self.offsets.log())];
+        let mut logs = vec![Arc::clone(&self.meta)];
         for topic in read_lock(&self.topics).values() {
-            logs.extend(topic.partitions.iter().cloned());
+            logs.extend(topic.logs());
         }
         for queue in read_lock(&self.queues).values() {
             logs.push(Arc::clone(&queue.messages));
@@ -335,28 +349,49 @@ impl Broker {
 
     /// Checks `event` against the catalog, appends it to `__meta` durably
     /// and applies it. `make_event` receives the offset the event will get,
-    /// which serves as the id of a created resource.
+    /// which serves as the id of a created resource. `before_append` runs
+    /// with the final event, before the append on the `__meta` leader, or
+    /// after the `__meta` leader committed it when this broker is not the
+    /// leader.
     async fn commit_meta<T>(
         &self,
         make_event: impl FnOnce(u64) -> MetaEvent,
         before_append: impl FnOnce(&MetaEvent) -> Result<T>,
     ) -> Result<T> {
+        if let Some(cluster) = self.cluster.get().filter(|_| !self.meta.is_leading()) {
+            let event = make_event(0);
+            read_lock(&self.catalog).check(&event)?;
+            let offset = cluster.commit_meta(event.clone()).await?;
+            self.wait_meta_applied(offset + 1).await?;
+            return before_append(&event.with_id(offset));
+        }
         let _write = self.meta_write.lock().await;
-        let event = make_event(self.meta.log_end_offset());
+        let offset = self.meta.log_end_offset();
+        let event = make_event(offset);
         read_lock(&self.catalog).check(&event)?;
         let prepared = before_append(&event)?;
-        let value = serde_json::to_vec(&event)
+        self.append_meta(offset, &event).await?;
+        Ok(prepared)
+    }
+
+    /// Appends `event`, expected at `offset`, to `__meta` and applies it.
+    /// The caller holds `meta_write`.
+    async fn append_meta(&self, offset: u64, event: &MetaEvent) -> Result<()> {
+        let value = serde_json::to_vec(event)
             .map_err(|err| BrokerError::Internal(format!("failed to encode event: {err}")))?;
         let record = Record {
             timestamp_ms: now_ms(),
             value: Some(value.into()),
             ..Record::default()
         };
-        self.meta
+        let info = self
+            .meta
             .append(vec![record], ProducerInfo::default())
             .await?;
-        write_lock(&self.catalog).apply(&event)?;
-        Ok(prepared)
+        debug_assert_eq!(info.base_offset, offset);
+        write_lock(&self.catalog).apply(event)?;
+        self.meta_applied.send_replace(info.last_offset + 1);
+        Ok(())
     }
 
     /// Checks that `user` may see `resource` (else 404 `kind` `name`) and
@@ -397,53 +432,82 @@ fn parse_resource_dir(file_name: &str) -> Option<(&str, u64)> {
     Some((name, id.parse().ok()?))
 }
 
-fn open_internal(config: &Config, dir: &Path) -> Result<Arc<DurableLog>> {
+/// Directory of the metadata resource under the data directory.
+pub const META_DIR: &str = "__meta";
+
+/// Name of the `__meta` log in [`META_DIR`].
+pub const META_LOG: &str = "0";
+
+fn open_internal(logs: &Logs, config: &Config, dir: &Path) -> Result<Arc<DurableLog>> {
     let log_config = LogConfig {
         segment_bytes: INTERNAL_SEGMENT_BYTES.min(config.segment_bytes),
         ..LogConfig::default()
     };
-    let log = DurableLog::open(dir, log_config, config.fsync, Arc::new(Notify::new()))?;
-    Ok(Arc::new(log))
+    logs.open(dir, log_config, Arc::new(Notify::new()))
 }
 
-/// Calls `apply` with every readable record of `log`, in offset order.
-pub(crate) fn replay(log: &DurableLog, mut apply: impl FnMut(Record) -> Result<()>) -> Result<()> {
-    let mut offset = log.log_start_offset();
-    while offset < log.high_watermark() {
-        let batches = log.read(offset, REPLAY_READ_BYTES)?;
+/// Calls `apply` with every record of `log` from `offset` up to the log end
+/// offset, in offset order, and returns the offset after the last one.
+/// Records above the high watermark are included: this broker replays its
+/// own log, as it leads it.
+pub(crate) fn replay_from(
+    log: &DurableLog,
+    mut offset: u64,
+    end: u64,
+    mut apply: impl FnMut(Record) -> Result<()>,
+) -> Result<u64> {
+    offset = offset.max(log.log_start_offset());
+    while offset < end {
+        let batches = log.read_uncommitted(offset, REPLAY_READ_BYTES)?;
         if batches.is_empty() {
             break;
         }
         for record in batches.into_iter().flat_map(|batch| batch.records) {
-            if record.offset >= offset {
+            if record.offset >= offset && record.offset < end {
                 offset = record.offset + 1;
                 apply(record)?;
             }
         }
     }
-    Ok(())
+    Ok(offset)
 }
 
-fn replay_catalog(meta: &DurableLog) -> Result<Catalog> {
+/// Calls `apply` with every record of `log`, in offset order.
+pub(crate) fn replay(log: &DurableLog, apply: impl FnMut(Record) -> Result<()>) -> Result<()> {
+    replay_from(log, 0, log.log_end_offset(), apply).map(|_| ())
+}
+
+/// Folds the whole `__meta` log into a catalog; returns it with the offset
+/// after the last event.
+fn replay_catalog(meta: &DurableLog) -> Result<(Catalog, u64)> {
     let mut catalog = Catalog::default();
-    let mut events = 0u64;
-    replay(meta, |record| {
+    let end = apply_meta_records(meta, &mut catalog, 0, meta.log_end_offset())?;
+    info!(log_end_offset = end, "metadata replayed");
+    Ok((catalog, end))
+}
+
+/// Applies the `__meta` records in `start..end` to `catalog`; returns the
+/// offset after the last one read.
+fn apply_meta_records(
+    meta: &DurableLog,
+    catalog: &mut Catalog,
+    start: u64,
+    end: u64,
+) -> Result<u64> {
+    replay_from(meta, start, end, |record| {
         let value = record.value.unwrap_or_default();
         match serde_json::from_slice::<MetaEvent>(&value) {
             Ok(event) => {
                 if let Err(err) = catalog.apply(&event) {
                     warn!(offset = record.offset, error = %err, "skipping inconsistent metadata event");
                 }
-                events += 1;
             }
             Err(err) => {
                 warn!(offset = record.offset, error = %err, "skipping undecodable metadata event");
             }
         }
         Ok(())
-    })?;
-    info!(events, "metadata replayed");
-    Ok(catalog)
+    })
 }
 
 /// The current time in ms since the Unix epoch.

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use crate::broker::durable::DurableLog;
 use crate::broker::error::{BrokerError, Result};
+use crate::broker::logs::Logs;
 use crate::broker::message::Message;
 use crate::broker::queue_state::{QueueEvent, QueueState};
 use crate::broker::{now_ms, replay};
@@ -23,6 +24,12 @@ use crate::meta::QueueSpec;
 
 /// Segment size of a queue's state log.
 const STATE_SEGMENT_BYTES: u64 = 8 << 20;
+
+/// Name of the queue's messages log under its directory.
+pub const MESSAGES_LOG: &str = "messages";
+
+/// Name of the queue's state log under its directory.
+pub const STATE_LOG: &str = "state";
 
 /// A queue with its logs open.
 pub struct Queue {
@@ -60,24 +67,22 @@ pub struct AckOutcome {
 impl Queue {
     /// Opens (creating if needed) the queue's logs under `dir` and replays
     /// its state.
-    pub fn open(config: &Config, dir: &Path, spec: QueueSpec) -> Result<Queue> {
+    pub fn open(logs: &Logs, config: &Config, dir: &Path, spec: QueueSpec) -> Result<Queue> {
         let changed = Arc::new(Notify::new());
-        let messages = DurableLog::open(
-            &dir.join("messages"),
+        let messages = logs.open(
+            &dir.join(MESSAGES_LOG),
             LogConfig {
                 segment_bytes: config.segment_bytes,
                 ..LogConfig::default()
             },
-            config.fsync,
             Arc::clone(&changed),
         )?;
-        let state_log = DurableLog::open(
-            &dir.join("state"),
+        let state_log = logs.open(
+            &dir.join(STATE_LOG),
             LogConfig {
                 segment_bytes: STATE_SEGMENT_BYTES.min(config.segment_bytes),
                 ..LogConfig::default()
             },
-            config.fsync,
             Arc::new(Notify::new()),
         )?;
         let mut state = QueueState::default();
@@ -94,8 +99,8 @@ impl Queue {
         })?;
         Ok(Queue {
             spec,
-            messages: Arc::new(messages),
-            state_log: Arc::new(state_log),
+            messages,
+            state_log,
             changed,
             state: Mutex::new(state),
         })

@@ -102,14 +102,31 @@ impl Broker {
                     let MetaEvent::QueueCreated(spec) = event else {
                         unreachable!("the closure above makes a QueueCreated event")
                     };
+                    if self.cluster_hooks().is_some() {
+                        // The leader the cluster picks opens it.
+                        return Ok(Err(spec.clone()));
+                    }
                     let dir = self.queue_dir(&spec.name, spec.id);
-                    Queue::open(&self.config, &dir, spec.clone()).inspect_err(|_| {
-                        let _ = std::fs::remove_dir_all(&dir);
-                    })
+                    Queue::open(&self.logs, &self.config, &dir, spec.clone())
+                        .inspect_err(|_| {
+                            let _ = std::fs::remove_dir_all(&dir);
+                        })
+                        .map(Ok)
                 },
             )
             .await?;
-        let queue = Arc::new(queue);
+        let queue = match queue {
+            Ok(queue) => Arc::new(queue),
+            Err(spec) => {
+                if let Some(cluster) = self.cluster_hooks() {
+                    cluster
+                        .wait_for_leader(crate::cluster::state::resource_key("queue", spec.id))
+                        .await?;
+                }
+                info!(queue = %spec.name, id = spec.id, owner = %principal.username, "queue created");
+                return Ok(remote_queue_view(&spec));
+            }
+        };
         write_lock(&self.queues).insert(queue.spec.name.clone(), Arc::clone(&queue));
         info!(queue = %queue.spec.name, id = queue.spec.id, owner = %principal.username, "queue created");
         Ok(queue_view(&queue))
@@ -122,11 +139,16 @@ impl Broker {
             .filter(|resource| resource.is_visible_to(&principal.username))
             .map(|resource| resource.spec.name.clone())
             .collect();
+        let catalog = read_lock(&self.catalog);
         let queues = read_lock(&self.queues);
         visible
             .iter()
-            .filter_map(|name| queues.get(name))
-            .map(|queue| queue_view(queue))
+            .filter_map(|name| match queues.get(name) {
+                Some(queue) => Some(queue_view(queue)),
+                None => catalog
+                    .queue(name)
+                    .map(|resource| remote_queue_view(&resource.spec)),
+            })
             .collect()
     }
 
@@ -316,6 +338,18 @@ fn queue_view(queue: &Queue) -> QueueView {
         in_flight: counts.in_flight,
         start_offset: queue.messages.log_start_offset(),
         end_offset: queue.messages.high_watermark(),
+    }
+}
+
+// NOTE: the counts and offsets of a queue led by another broker are shown
+// as 0; describing the queue (routed to its leader) returns them exactly.
+fn remote_queue_view(spec: &QueueSpec) -> QueueView {
+    QueueView {
+        spec: spec.clone(),
+        depth: 0,
+        in_flight: 0,
+        start_offset: 0,
+        end_offset: 0,
     }
 }
 

@@ -1,7 +1,8 @@
 //! Subscriptions (consumer groups) on topics: create, list, delete, pull
 //! with long poll, and commit.
 //!
-//! A group has a committed offset per partition, stored in `__offsets`, and
+//! A group has a committed offset per partition, stored in the topic's
+//! offsets log, and
 //! an in-memory position: the next offset a pull hands out. Pulls advance
 //! the position; commits make progress durable. After a restart the
 //! position starts again at the committed offset, so messages pulled but
@@ -145,7 +146,7 @@ impl Broker {
         self.commit_meta(|_| MetaEvent::SubscriptionCreated(spec.clone()), |_| Ok(()))
             .await?;
         info!(topic = %spec.topic, subscription = %name, "subscription created");
-        Ok(self.subscription_view(&spec))
+        Ok(subscription_view(&topic, &spec))
     }
 
     /// Subscriptions of a topic visible to `principal`.
@@ -154,14 +155,14 @@ impl Broker {
         principal: &Principal,
         topic: &str,
     ) -> Result<Vec<SubscriptionView>> {
-        self.open_topic(principal, topic, None)?;
+        let topic = self.open_topic(principal, topic, None)?;
         let specs: Vec<SubscriptionSpec> = read_lock(&self.catalog)
-            .subscriptions_of(topic)
+            .subscriptions_of(&topic.spec.name)
             .cloned()
             .collect();
         Ok(specs
             .iter()
-            .map(|spec| self.subscription_view(spec))
+            .map(|spec| subscription_view(&topic, spec))
             .collect())
     }
 
@@ -191,7 +192,7 @@ impl Broker {
         write_lock(&self.groups).remove(&(spec.topic.clone(), name.to_string()));
         // Pulls and streams of the subscription wake up and end.
         topic.appended.notify_waiters();
-        self.offsets.forget(spec.topic_id, name).await?;
+        topic.offsets.forget(spec.topic_id, name).await?;
         info!(topic = %spec.topic, subscription = %name, "subscription deleted");
         Ok(())
     }
@@ -280,7 +281,7 @@ impl Broker {
             };
             keyed.push((key, offset));
         }
-        self.offsets.commit(keyed).await?;
+        group.topic.offsets.commit(keyed).await?;
         let mut positions = group.lock_positions();
         for &(partition, offset) in offsets {
             let position = &mut positions[partition as usize];
@@ -298,7 +299,7 @@ impl Broker {
         }
         let spec = self.subscription_spec(&topic.spec.name, name)?;
         let positions = (0..topic.partitions.len() as u32)
-            .map(|partition| self.committed_offset(&spec, partition))
+            .map(|partition| committed_offset(&topic, &spec, partition))
             .collect();
         let group = Arc::new(Group {
             topic,
@@ -322,7 +323,7 @@ impl Broker {
     /// its position moves back to `oldest_unacked`, but never below the
     /// committed offset, which other consumers may have moved past it.
     pub fn return_unacked(&self, group: &Group, partition: u32, oldest_unacked: u64) {
-        let committed = self.committed_offset(&group.spec, partition);
+        let committed = committed_offset(&group.topic, &group.spec, partition);
         group.rewind(partition, oldest_unacked.max(committed));
     }
 
@@ -335,26 +336,27 @@ impl Broker {
                 name: name.to_string(),
             })
     }
+}
 
-    fn committed_offset(&self, spec: &SubscriptionSpec, partition: u32) -> u64 {
-        let key = OffsetKey {
-            topic_id: spec.topic_id,
-            subscription: spec.name.clone(),
-            partition,
-        };
-        self.offsets
-            .get(&key)
-            .or_else(|| spec.start_offsets.get(partition as usize).copied())
-            .unwrap_or(0)
-    }
+fn committed_offset(topic: &Topic, spec: &SubscriptionSpec, partition: u32) -> u64 {
+    let key = OffsetKey {
+        topic_id: spec.topic_id,
+        subscription: spec.name.clone(),
+        partition,
+    };
+    topic
+        .offsets
+        .get(&key)
+        .or_else(|| spec.start_offsets.get(partition as usize).copied())
+        .unwrap_or(0)
+}
 
-    fn subscription_view(&self, spec: &SubscriptionSpec) -> SubscriptionView {
-        let committed = (0..spec.start_offsets.len() as u32)
-            .map(|partition| (partition, self.committed_offset(spec, partition)))
-            .collect();
-        SubscriptionView {
-            spec: spec.clone(),
-            committed,
-        }
+fn subscription_view(topic: &Topic, spec: &SubscriptionSpec) -> SubscriptionView {
+    let committed = (0..spec.start_offsets.len() as u32)
+        .map(|partition| (partition, committed_offset(topic, spec, partition)))
+        .collect();
+    SubscriptionView {
+        spec: spec.clone(),
+        committed,
     }
 }

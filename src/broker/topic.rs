@@ -8,9 +8,18 @@ use tokio::sync::Notify;
 
 use crate::broker::durable::DurableLog;
 use crate::broker::error::Result;
+use crate::broker::logs::Logs;
+use crate::broker::offsets::OffsetStore;
 use crate::config::Config;
 use crate::log::LogConfig;
 use crate::meta::TopicSpec;
+
+/// Name of the log directory, beside the partitions, that holds the
+/// committed offsets of the topic's subscriptions.
+pub const OFFSETS_LOG: &str = "offsets";
+
+/// Segment size of the offsets log: it holds small keyed records.
+const OFFSETS_SEGMENT_BYTES: u64 = 16 << 20;
 
 /// A topic with its partitions open.
 pub struct Topic {
@@ -18,6 +27,8 @@ pub struct Topic {
     pub spec: TopicSpec,
     /// One log per partition, indexed by partition number.
     pub partitions: Vec<Arc<DurableLog>>,
+    /// Committed offsets of the topic's subscriptions.
+    pub offsets: OffsetStore,
     /// Woken when any partition's high watermark moves.
     pub appended: Arc<Notify>,
     /// Partition for the next request's messages without a key.
@@ -25,8 +36,9 @@ pub struct Topic {
 }
 
 impl Topic {
-    /// Opens (creating if needed) every partition under `dir`.
-    pub fn open(config: &Config, dir: &Path, spec: TopicSpec) -> Result<Topic> {
+    /// Opens (creating if needed) every partition and the offsets log
+    /// under `dir`.
+    pub fn open(logs: &Logs, config: &Config, dir: &Path, spec: TopicSpec) -> Result<Topic> {
         let appended = Arc::new(Notify::new());
         let log_config = LogConfig {
             segment_bytes: spec.segment_bytes.unwrap_or(config.segment_bytes),
@@ -34,21 +46,43 @@ impl Topic {
         };
         let partitions = (0..spec.partitions)
             .map(|partition| {
-                let log = DurableLog::open(
+                logs.open(
                     &dir.join(partition.to_string()),
                     log_config,
-                    config.fsync,
                     Arc::clone(&appended),
-                )?;
-                Ok(Arc::new(log))
+                )
             })
             .collect::<Result<Vec<_>>>()?;
+        let offsets = OffsetStore::open(logs.open(
+            &dir.join(OFFSETS_LOG),
+            LogConfig {
+                segment_bytes: OFFSETS_SEGMENT_BYTES.min(config.segment_bytes),
+                ..LogConfig::default()
+            },
+            Arc::new(Notify::new()),
+        )?)?;
         Ok(Topic {
             spec,
             partitions,
+            offsets,
             appended,
             next_partition: AtomicU32::new(0),
         })
+    }
+
+    /// The names of the topic's logs under its directory: the partitions,
+    /// then the offsets log.
+    pub fn log_names(partitions: u32) -> Vec<String> {
+        let mut names: Vec<String> = (0..partitions).map(|p| p.to_string()).collect();
+        names.push(OFFSETS_LOG.to_string());
+        names
+    }
+
+    /// Every log of the topic, in the order of [`Topic::log_names`].
+    pub fn logs(&self) -> Vec<Arc<DurableLog>> {
+        let mut logs = self.partitions.clone();
+        logs.push(Arc::clone(self.offsets.log()));
+        logs
     }
 
     /// The partition for a message: by CRC32 of the key, so equal keys keep

@@ -14,11 +14,14 @@ use crate::broker::users::Principal;
 use crate::broker::{now_ms, read_lock, write_lock, Broker};
 use crate::log::ProducerInfo;
 use crate::meta::names::validate_name;
-use crate::meta::{Access, Cleanup, MetaEvent, Permission, TopicSpec};
+use crate::meta::{Access, Catalog, Cleanup, MetaEvent, Permission, TopicSpec};
 
 /// Maximum number of partitions of one topic. Each partition holds three
 /// file descriptors and allocates its first 64 KiB at once.
 pub const MAX_PARTITIONS: u32 = 256;
+
+/// Largest replication factor a topic or queue may ask for.
+pub const MAX_REPLICATION_FACTOR: u32 = 7;
 
 /// Smallest `segment_bytes` a client may ask for. Every sealed segment
 /// keeps a memory map, and Linux allows about 65,000 per process by
@@ -110,13 +113,7 @@ impl Broker {
                 format!("{partitions} is outside 1..={MAX_PARTITIONS}"),
             ));
         }
-        let replication_factor = request.replication_factor.unwrap_or(1);
-        if replication_factor != 1 {
-            return Err(BrokerError::invalid(
-                "replication_factor",
-                format!("is {replication_factor}, but a single-node broker takes only 1"),
-            ));
-        }
+        let replication_factor = self.check_replication_factor(request.replication_factor)?;
         if let Some(segment_bytes) = request.segment_bytes {
             if !(MIN_TOPIC_SEGMENT_BYTES..=u32::MAX as u64).contains(&segment_bytes) {
                 return Err(BrokerError::invalid(
@@ -155,17 +152,57 @@ impl Broker {
                     let MetaEvent::TopicCreated(spec) = event else {
                         unreachable!("the closure above makes a TopicCreated event")
                     };
+                    if self.cluster_hooks().is_some() {
+                        // The leader the cluster picks opens it.
+                        return Ok(Err(spec.clone()));
+                    }
                     let dir = self.topic_dir(&spec.name, spec.id);
-                    Topic::open(&self.config, &dir, spec.clone()).inspect_err(|_| {
-                        let _ = std::fs::remove_dir_all(&dir);
-                    })
+                    Topic::open(&self.logs, &self.config, &dir, spec.clone())
+                        .inspect_err(|_| {
+                            let _ = std::fs::remove_dir_all(&dir);
+                        })
+                        .map(Ok)
                 },
             )
             .await?;
-        let topic = Arc::new(topic);
+        let topic = match topic {
+            Ok(topic) => Arc::new(topic),
+            Err(spec) => {
+                if let Some(cluster) = self.cluster_hooks() {
+                    cluster
+                        .wait_for_leader(crate::cluster::state::resource_key("topic", spec.id))
+                        .await?;
+                }
+                info!(topic = %spec.name, id = spec.id, partitions, owner = %principal.username, "topic created");
+                return Ok(self.remote_topic_view(&spec));
+            }
+        };
         write_lock(&self.topics).insert(topic.spec.name.clone(), Arc::clone(&topic));
         info!(topic = %topic.spec.name, id = topic.spec.id, partitions, owner = %principal.username, "topic created");
         Ok(self.topic_view(&topic))
+    }
+
+    /// Checks a requested replication factor against the cluster size;
+    /// returns the factor to store (the broker default when absent).
+    fn check_replication_factor(&self, requested: Option<u32>) -> Result<u32> {
+        let Some(cluster) = &self.config.cluster else {
+            let factor = requested.unwrap_or(1);
+            if factor != 1 {
+                return Err(BrokerError::invalid(
+                    "replication_factor",
+                    format!("is {factor}, but a single broker takes only 1"),
+                ));
+            }
+            return Ok(1);
+        };
+        let factor = requested.unwrap_or(cluster.replication_factor);
+        if !(1..=MAX_REPLICATION_FACTOR).contains(&factor) {
+            return Err(BrokerError::invalid(
+                "replication_factor",
+                format!("{factor} is outside 1..={MAX_REPLICATION_FACTOR}"),
+            ));
+        }
+        Ok(factor)
     }
 
     /// Topics visible to `principal`, by name.
@@ -175,12 +212,23 @@ impl Broker {
             .filter(|resource| resource.is_visible_to(&principal.username))
             .map(|resource| resource.spec.name.clone())
             .collect();
+        let catalog = read_lock(&self.catalog);
         let topics = read_lock(&self.topics);
         visible
             .iter()
-            .filter_map(|name| topics.get(name))
-            .map(|topic| self.topic_view(topic))
+            .filter_map(|name| match topics.get(name) {
+                Some(topic) => Some(self.topic_view_with(topic, &catalog)),
+                None => catalog
+                    .topic(name)
+                    .map(|resource| remote_view(&resource.spec, &catalog)),
+            })
             .collect()
+    }
+
+    /// The view of a topic another broker leads: settings and
+    /// subscriptions, with offsets that only its leader knows left at 0.
+    fn remote_topic_view(&self, spec: &TopicSpec) -> TopicView {
+        remote_view(spec, &read_lock(&self.catalog))
     }
 
     /// Describes a topic visible to `principal`.
@@ -378,6 +426,10 @@ impl Broker {
     }
 
     fn topic_view(&self, topic: &Topic) -> TopicView {
+        self.topic_view_with(topic, &read_lock(&self.catalog))
+    }
+
+    fn topic_view_with(&self, topic: &Topic, catalog: &Catalog) -> TopicView {
         let partitions = topic
             .partitions
             .iter()
@@ -388,7 +440,7 @@ impl Broker {
                 end_offset: log.high_watermark(),
             })
             .collect();
-        let subscriptions = read_lock(&self.catalog)
+        let subscriptions = catalog
             .subscriptions_of(&topic.spec.name)
             .map(|spec| spec.name.clone())
             .collect();
@@ -397,6 +449,26 @@ impl Broker {
             partitions,
             subscriptions,
         }
+    }
+}
+
+// NOTE: partition offsets of a topic led by another broker are shown as 0;
+// describing the topic (routed to its leader) returns them exactly.
+fn remote_view(spec: &TopicSpec, catalog: &Catalog) -> TopicView {
+    let partitions = (0..spec.partitions)
+        .map(|partition| PartitionView {
+            partition,
+            start_offset: 0,
+            end_offset: 0,
+        })
+        .collect();
+    TopicView {
+        spec: spec.clone(),
+        partitions,
+        subscriptions: catalog
+            .subscriptions_of(&spec.name)
+            .map(|subscription| subscription.name.clone())
+            .collect(),
     }
 }
 

@@ -80,6 +80,21 @@ pub enum MetaEvent {
     },
 }
 
+impl MetaEvent {
+    /// Returns the event with `id` as the id of the resource it creates.
+    /// A resource's id is the `__meta` offset of its creation event, which
+    /// only the `__meta` leader knows when it appends the event; other
+    /// events are returned unchanged.
+    pub fn with_id(mut self, id: u64) -> MetaEvent {
+        match &mut self {
+            MetaEvent::TopicCreated(spec) => spec.id = id,
+            MetaEvent::QueueCreated(spec) => spec.id = id,
+            _ => {}
+        }
+        self
+    }
+}
+
 /// Whether other users can see a resource.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
