@@ -15,9 +15,18 @@ use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tower_service::Service;
+use warp::filters::BoxedFilter;
+
 use crate::api;
 use crate::broker::Broker;
-use crate::config::{Config, TlsFiles};
+use crate::cluster::rpc::{self, HttpHandler, RpcState};
+use crate::cluster::secret::ClusterSecret;
+use crate::cluster::state::BrokerInfo;
+use crate::cluster::Cluster;
+use crate::config::{ClusterConfig, Config, TlsFiles};
 
 /// How long a client may take to send a request's headers, also the idle
 /// time allowed between requests on a kept-alive connection.
@@ -38,6 +47,9 @@ pub enum ServerError {
     /// The listener failed.
     #[error("listener error")]
     Io(#[from] std::io::Error),
+    /// The broker could not join its cluster.
+    #[error("failed to join the cluster: {0}")]
+    Cluster(String),
 }
 
 /// A broker with its REST listener, ready to serve.
@@ -46,6 +58,13 @@ pub struct Server {
     listener: TcpListener,
     broker: Arc<Broker>,
     tls: Option<TlsAcceptor>,
+    cluster: Option<ClusterParts>,
+}
+
+/// The cluster side of a running broker.
+struct ClusterParts {
+    cluster: Arc<Cluster>,
+    rpc: Arc<RpcState>,
 }
 
 impl Server {
@@ -61,11 +80,16 @@ impl Server {
             None => None,
         };
         let broker = Broker::open(config.clone()).await?;
+        let cluster = match &config.cluster {
+            Some(settings) => Some(join_cluster(&config, settings, &broker).await?),
+            None => None,
+        };
         Ok(Server {
             config,
             listener,
             broker,
             tls,
+            cluster,
         })
     }
 
@@ -82,9 +106,69 @@ impl Server {
             listener,
             broker,
             tls,
+            cluster,
         } = self;
-        serve(config, listener, broker, tls, shutdown).await
+        serve(config, listener, broker, tls, cluster, shutdown).await
     }
+}
+
+/// Starts the gRPC server and joins the cluster.
+async fn join_cluster(
+    config: &Config,
+    settings: &ClusterConfig,
+    broker: &Arc<Broker>,
+) -> Result<ClusterParts, ServerError> {
+    let secret = ClusterSecret::load(&settings.secret_file)
+        .map_err(|err| ServerError::Cluster(err.to_string()))?;
+    let rpc = Arc::new(RpcState::default());
+    let (grpc_address, serve_grpc) = rpc::bind(settings.grpc_listen, &secret, Arc::clone(&rpc))
+        .await
+        .map_err(|err| {
+            ServerError::Cluster(format!(
+                "failed to listen on {}: {err}",
+                settings.grpc_listen
+            ))
+        })?;
+    tokio::spawn(serve_grpc);
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let me = BrokerInfo {
+        id: settings.broker_id,
+        grpc: settings
+            .advertise
+            .clone()
+            .unwrap_or_else(|| grpc_address.to_string()),
+        rest: format!("{scheme}://{}", config.listen),
+    };
+    let cluster = Cluster::start(Arc::clone(broker), settings.clone(), &secret, me);
+    let _ = rpc.cluster.set(Arc::clone(&cluster));
+    Ok(ClusterParts { cluster, rpc })
+}
+
+/// Runs REST requests forwarded by other brokers through `routes`.
+fn forwarded_request_handler(routes: BoxedFilter<(warp::reply::Response,)>) -> HttpHandler {
+    Arc::new(move |request: warp::http::Request<Bytes>| {
+        let mut service = warp::service(routes.clone());
+        Box::pin(async move {
+            let request = request.map(http_body_util::Full::new);
+            let response = match service.call(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let (parts, body) = response.into_parts();
+            let bytes = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(err) => {
+                    warn!(error = %err, "failed to read the response of a forwarded request");
+                    Bytes::new()
+                }
+            };
+            warp::http::Response::from_parts(parts, bytes)
+        })
+    })
 }
 
 async fn serve(
@@ -92,9 +176,20 @@ async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     tls: Option<TlsAcceptor>,
+    cluster: Option<ClusterParts>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let service = warp::service(api::routes(Arc::clone(&broker)));
+    let routes = api::routes(
+        Arc::clone(&broker),
+        cluster.as_ref().map(|parts| Arc::clone(&parts.cluster)),
+    );
+    if let Some(parts) = &cluster {
+        let _ = parts
+            .rpc
+            .http
+            .set(forwarded_request_handler(routes.clone()));
+    }
+    let service = warp::service(routes);
     let graceful = GracefulShutdown::new();
     let mut builder = ConnectionBuilder::new(TokioExecutor::new());
     // Without a timer hyper enforces no header timeout, and a client that

@@ -7,6 +7,7 @@ pub mod error;
 pub mod request;
 pub mod wire;
 
+mod forward;
 mod grants;
 mod queues;
 mod streams;
@@ -28,6 +29,7 @@ use warp::{Filter, Reply};
 
 use crate::api::error::ApiError;
 use crate::broker::{Broker, NewMessage, Principal};
+use crate::cluster::Cluster;
 
 pub use system::Metrics;
 
@@ -44,16 +46,29 @@ pub struct Context {
     pub broker: Arc<Broker>,
     /// Request counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The cluster, when the broker is part of one.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
-/// Every route of the REST API, with errors mapped to JSON.
-pub fn routes(broker: Arc<Broker>) -> BoxedFilter<(Response,)> {
+/// Every route of the REST API, with errors mapped to JSON. In a cluster,
+/// requests about a topic or queue that another broker leads go there.
+pub fn routes(broker: Arc<Broker>, cluster: Option<Arc<Cluster>>) -> BoxedFilter<(Response,)> {
     let context = Context {
         broker,
         metrics: Arc::new(Metrics::default()),
+        cluster: cluster.clone(),
     };
     let metrics = Arc::clone(&context.metrics);
-    users::routes(&context)
+    let forwarded = match cluster {
+        Some(cluster) => forward::forwarded(&context, cluster),
+        // Rejects every request, so the local routes run.
+        None => warp::any()
+            .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })
+            .boxed(),
+    };
+    forwarded
+        .or(users::routes(&context))
+        .unify()
         .or(topics::routes(&context))
         .unify()
         .or(subscriptions::routes(&context))

@@ -61,6 +61,9 @@ struct Shared {
     /// waiting appends give up.
     fenced: AtomicBool,
     replicas: Mutex<ReplicaProgress>,
+    /// Woken on every append, high watermark change and fencing, for
+    /// followers' fetches waiting on the leader.
+    changes: Arc<Notify>,
 }
 
 /// What the leader knows about its followers.
@@ -116,6 +119,7 @@ impl DurableLog {
                 min_insync: 1,
                 ..ReplicaProgress::default()
             }),
+            changes: Arc::new(Notify::new()),
         });
         let flush_requested = Arc::new(Notify::new());
         if matches!(policy, FsyncPolicy::Always) {
@@ -163,6 +167,18 @@ impl DurableLog {
         self.shared.high_watermark.send_modify(|_| {});
         self.shared.flushed.send_modify(|_| {});
         self.shared.appended.notify_waiters();
+        self.shared.changes.notify_waiters();
+    }
+
+    /// Woken on every append, high watermark change and fencing.
+    pub fn changes(&self) -> &Arc<Notify> {
+        &self.shared.changes
+    }
+
+    /// Moves the high watermark of a log this broker follows to what the
+    /// leader reported; it never moves back.
+    pub fn advance_follower_high_watermark(&self, high_watermark: u64) {
+        self.shared.advance_high_watermark(high_watermark);
     }
 
     /// Whether this broker currently leads the log.
@@ -213,6 +229,7 @@ impl DurableLog {
         let log = &self.shared.log;
         let epoch = self.shared.leader_epoch.load(Ordering::SeqCst);
         let info = log.append(&records, epoch, producer)?;
+        self.shared.changes.notify_waiters();
         let target = info.last_offset + 1;
         if !matches!(self.policy, FsyncPolicy::Always) {
             self.shared.update_high_watermark();
@@ -398,6 +415,7 @@ impl Shared {
         });
         if advanced {
             self.appended.notify_waiters();
+            self.changes.notify_waiters();
         }
     }
 }

@@ -109,11 +109,20 @@ impl Broker {
                     data_dir.display()
                 ))
             })?;
-        let tokens = TokenIssuer::load(
-            config.jwt_secret_file.as_deref(),
-            &data_dir,
-            config.token_ttl,
-        )
+        // In a cluster every broker signs with the key derived from the
+        // shared secret, so a token works on all of them.
+        let tokens = match &config.cluster {
+            Some(cluster) => {
+                let secret = crate::cluster::secret::ClusterSecret::load(&cluster.secret_file)
+                    .map_err(|err| BrokerError::Internal(err.to_string()))?;
+                TokenIssuer::from_secret(&secret.token_key, config.token_ttl)
+            }
+            None => TokenIssuer::load(
+                config.jwt_secret_file.as_deref(),
+                &data_dir,
+                config.token_ttl,
+            ),
+        }
         .map_err(|err| BrokerError::Internal(err.to_string()))?;
 
         let clustered = config.cluster.is_some();

@@ -1,8 +1,23 @@
 //! The cluster: ZooKeeper membership and leadership, replication between
 //! brokers over gRPC, and forwarding of client requests to leaders.
 
+pub mod controller;
+pub mod follower;
+pub mod leader;
+pub mod node;
+pub mod peers;
+pub mod rpc;
+pub mod secret;
 pub mod state;
 pub mod zk;
+
+pub use node::Cluster;
+
+/// Code generated from `proto/ferry/cluster/v1/cluster.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("ferry.cluster.v1");
+}
 
 use zookeeper_client as zk_client;
 
@@ -28,6 +43,9 @@ pub enum ClusterError {
         /// The client's error.
         source: zk_client::Error,
     },
+    /// The cluster secret file is missing or too short.
+    #[error("invalid cluster secret: {0}")]
+    Secret(String),
     /// State could not be encoded as JSON.
     #[error("failed to encode cluster state: {0}")]
     Encode(serde_json::Error),

@@ -11,6 +11,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+pub mod zookeeper;
+
 /// A `ferry serve` child process.
 pub struct BrokerProcess {
     child: Child,

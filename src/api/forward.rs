@@ -1,0 +1,243 @@
+//! Request routing in a cluster. A request about one topic or queue
+//! (`/v1/topics/{topic}/...`, `/v1/queues/{queue}/...`) runs on the broker
+//! that leads it: any other broker sends it there over gRPC and returns the
+//! leader's response unchanged. The leader checks the client's token itself,
+//! so a forwarded request can do nothing its direct twin could not.
+//! Everything else runs where it arrives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::path::FullPath;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::api::error::ApiError;
+use crate::api::{body, Context};
+use crate::cluster::proto::{Header, HttpRequest};
+use crate::cluster::rpc::HOPS_HEADER;
+use crate::cluster::state::{resource_key, META_KEY};
+use crate::cluster::Cluster;
+
+/// A request passes through at most this many forwards, so a stale view of
+/// leadership cannot send it in circles.
+const MAX_HOPS: u32 = 2;
+
+/// Longest wait for the leader's response: the longest long poll plus
+/// some slack.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// Headers that belong to one connection and are not forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "content-length",
+    "host",
+    HOPS_HEADER,
+];
+
+/// Where a request runs.
+enum Route {
+    Here,
+    Forward { broker: u32, address: String },
+    Unavailable(String),
+}
+
+/// A filter that forwards requests led elsewhere, and rejects (as not
+/// found, the lowest priority) the ones that run here.
+pub fn forwarded(context: &Context, cluster: Arc<Cluster>) -> BoxedFilter<(Response,)> {
+    let decide = {
+        let cluster = Arc::clone(&cluster);
+        move |path: FullPath, headers: HeaderMap| {
+            let cluster = Arc::clone(&cluster);
+            async move {
+                let hops = headers
+                    .get(HOPS_HEADER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<u32>().ok())
+                    .unwrap_or(0);
+                match route(&cluster, path.as_str(), hops) {
+                    Route::Here => Err(warp::reject::not_found()),
+                    Route::Unavailable(message) => Err(warp::reject::custom(ApiError {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        code: "unavailable",
+                        message,
+                    })),
+                    Route::Forward { broker, address } => {
+                        if headers.contains_key("upgrade") {
+                            // NOTE: WebSocket streams are not forwarded yet.
+                            let rest = cluster
+                                .coordinator
+                                .view()
+                                .brokers
+                                .get(&broker)
+                                .map(|info| info.rest.clone())
+                                .unwrap_or_default();
+                            return Err(warp::reject::custom(ApiError {
+                                status: StatusCode::SERVICE_UNAVAILABLE,
+                                code: "unavailable",
+                                message: format!(
+                                    "this stream is led by broker {broker}; open it at {rest}"
+                                ),
+                            }));
+                        }
+                        Ok((address, hops, headers))
+                    }
+                }
+            }
+        }
+    };
+    warp::path::full()
+        .and(warp::header::headers_cloned())
+        .and_then(decide)
+        .untuple_one()
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(body(context))
+        .and_then(
+            move |address: String,
+                  hops: u32,
+                  headers: HeaderMap,
+                  method: Method,
+                  path: FullPath,
+                  query: String,
+                  body: Bytes| {
+                let cluster = Arc::clone(&cluster);
+                async move {
+                    forward(&cluster, &address, hops, headers, method, path, query, body)
+                        .await
+                        .map_err(warp::reject::custom)
+                }
+            },
+        )
+        .boxed()
+}
+
+fn route(cluster: &Cluster, path: &str, hops: u32) -> Route {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (kind, name) = match segments.as_slice() {
+        ["v1", "topics", name, ..] if !name.is_empty() => ("topic", *name),
+        ["v1", "queues", name, ..] if !name.is_empty() => ("queue", *name),
+        _ => return Route::Here,
+    };
+    let id = cluster.broker.with_catalog(|catalog| match kind {
+        "topic" => catalog.topic(name).map(|topic| topic.spec.id),
+        _ => catalog.queue(name).map(|queue| queue.spec.id),
+    });
+    let view = cluster.coordinator.view();
+    let me = cluster.broker_id();
+    let key = match id {
+        Some(id) => resource_key(kind, id),
+        // This broker's catalog may lag behind a creation; the `__meta`
+        // leader's catalog is the newest.
+        None if hops == 0 => META_KEY.to_string(),
+        None => return Route::Here,
+    };
+    let Some((leader, _)) = view.leader_of(&key) else {
+        if id.is_none() {
+            return Route::Here;
+        }
+        return Route::Unavailable(format!(
+            "{kind} `{name}` has no leader at the moment (a broker failed and the \
+             controller is electing one); retry"
+        ));
+    };
+    if leader == me {
+        return Route::Here;
+    }
+    if hops >= MAX_HOPS {
+        return Route::Unavailable(format!(
+            "the leader of {kind} `{name}` changed while the request was forwarded; retry"
+        ));
+    }
+    match view.grpc_address(leader) {
+        Some(address) => Route::Forward {
+            broker: leader,
+            address: address.to_string(),
+        },
+        None => Route::Unavailable(format!(
+            "the leader of {kind} `{name}`, broker {leader}, is not reachable; retry"
+        )),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    cluster: &Cluster,
+    address: &str,
+    hops: u32,
+    headers: HeaderMap,
+    method: Method,
+    path: FullPath,
+    query: String,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let unavailable = |message: String| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "unavailable",
+        message,
+    };
+    let path_and_query = if query.is_empty() {
+        path.as_str().to_string()
+    } else {
+        format!("{}?{query}", path.as_str())
+    };
+    let request = HttpRequest {
+        method: method.to_string(),
+        path_and_query,
+        headers: headers
+            .iter()
+            .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()))
+            .map(|(name, value)| Header {
+                name: name.to_string(),
+                value: value.as_bytes().to_vec(),
+            })
+            .collect(),
+        body: body.to_vec(),
+        hops: hops + 1,
+        client_address: String::new(),
+    };
+    let mut client = cluster
+        .peers
+        .forwarding(address)
+        .map_err(|status| unavailable(status.message().to_string()))?;
+    let response = tokio::time::timeout(FORWARD_TIMEOUT, client.forward(request))
+        .await
+        .map_err(|_| {
+            unavailable(format!(
+                "the leader at {address} did not answer within {} s; retry",
+                FORWARD_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|status| {
+            unavailable(format!(
+                "failed to reach the leader at {address}: {}; retry",
+                status.message()
+            ))
+        })?
+        .into_inner();
+    let mut reply = Response::new(response.body.into());
+    *reply.status_mut() =
+        StatusCode::from_u16(response.status as u16).unwrap_or(StatusCode::BAD_GATEWAY);
+    for header in response.headers {
+        if HOP_BY_HOP.contains(&header.name.as_str()) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            warp::http::HeaderName::from_bytes(header.name.as_bytes()),
+            warp::http::HeaderValue::from_bytes(&header.value),
+        ) {
+            reply.headers_mut().append(name, value);
+        }
+    }
+    Ok(reply.into_response())
+}
