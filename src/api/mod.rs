@@ -7,6 +7,7 @@ pub mod error;
 pub mod request;
 pub mod wire;
 
+mod cluster;
 mod forward;
 mod grants;
 mod queues;
@@ -28,7 +29,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::api::error::ApiError;
-use crate::broker::{Broker, NewMessage, Principal};
+use crate::broker::{Acks, Broker, NewMessage, Principal};
 use crate::cluster::Cluster;
 
 pub use system::Metrics;
@@ -246,17 +247,34 @@ where
 /// them, and responds with their offsets.
 async fn store_messages<F, Fut>(
     context: &Context,
+    raw_query: &str,
     body: &Bytes,
     store: F,
 ) -> Result<Response, ApiError>
 where
-    F: FnOnce(Vec<NewMessage>) -> Fut,
+    F: FnOnce(Vec<NewMessage>, Acks) -> Fut,
     Fut: Future<Output = crate::broker::Result<Vec<(u32, u64)>>>,
 {
+    let mut query = request::Query::parse(raw_query)?;
+    let acks = match query
+        .get::<String>("acks", "`all`, `leader` or `none`")?
+        .as_deref()
+    {
+        None | Some("all") => Acks::All,
+        Some("leader") => Acks::Leader,
+        Some("none") => Acks::None,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "acks",
+                format!("`{other}` is not `all`, `leader` or `none`"),
+            ))
+        }
+    };
+    query.finish()?;
     let messages = request::parse_json::<wire::MessagesIn>(body)?.into_messages()?;
     let count = messages.len() as u64;
     let bytes: usize = messages.iter().map(NewMessage::value_len).sum();
-    let offsets = store(messages).await?;
+    let offsets = store(messages, acks).await?;
     context.metrics.count_published(count, bytes as u64);
     Ok(raw_json(StatusCode::OK, wire::offsets_json(&offsets)))
 }

@@ -14,7 +14,7 @@ use warp::Filter;
 use crate::api::request::parse_json;
 use crate::api::wire::deliveries_json;
 use crate::api::{
-    authenticated, body, json, no_content, raw_json, respond, rfc3339_ms, store_messages,
+    authenticated, body, json, no_content, query, raw_json, respond, rfc3339_ms, store_messages,
     with_context, Context,
 };
 use crate::broker::queues::CreateQueue;
@@ -122,13 +122,14 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_context(context))
         .and(authenticated(context))
+        .and(query())
         .and(body(context))
         .then(
-            |name: String, context: Context, principal: Principal, body: Bytes| {
+            |name: String, context: Context, principal: Principal, raw: String, body: Bytes| {
                 respond(async move {
                     let broker = &context.broker;
-                    let store = |messages| broker.send(&principal, &name, messages);
-                    store_messages(&context, &body, store).await
+                    let store = |messages, acks| broker.send(&principal, &name, messages, acks);
+                    store_messages(&context, &raw, &body, store).await
                 })
             },
         );

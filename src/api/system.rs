@@ -104,7 +104,11 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_context(context))
         .and(authenticated(context))
-        .map(|context: Context, principal: Principal| {
+        .then(|context: Context, principal: Principal| async move {
+            if let Some(cluster) = &context.cluster {
+                let description = crate::api::cluster::describe(cluster, &principal).await;
+                return json(StatusCode::OK, &description);
+            }
             let listen = context.broker.config().listen.to_string();
             let partitions: Vec<serde_json::Value> = context
                 .broker

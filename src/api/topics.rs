@@ -110,13 +110,14 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_context(context))
         .and(authenticated(context))
+        .and(query())
         .and(body(context))
         .then(
-            |name: String, context: Context, principal: Principal, body: Bytes| {
+            |name: String, context: Context, principal: Principal, raw: String, body: Bytes| {
                 respond(async move {
                     let broker = &context.broker;
-                    let store = |messages| broker.publish(&principal, &name, messages);
-                    store_messages(&context, &body, store).await
+                    let store = |messages, acks| broker.publish(&principal, &name, messages, acks);
+                    store_messages(&context, &raw, &body, store).await
                 })
             },
         );

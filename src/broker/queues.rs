@@ -12,7 +12,7 @@ use crate::broker::error::{BrokerError, Result};
 use crate::broker::message::NewMessage;
 use crate::broker::queue::{AckOutcome, Delivery, Queue};
 use crate::broker::users::Principal;
-use crate::broker::{now_ms, read_lock, write_lock, Broker};
+use crate::broker::{now_ms, read_lock, write_lock, Acks, Broker};
 use crate::log::ProducerInfo;
 use crate::meta::names::validate_name;
 use crate::meta::{Access, MetaEvent, Permission, QueueSpec};
@@ -197,6 +197,7 @@ impl Broker {
         principal: &Principal,
         name: &str,
         messages: Vec<NewMessage>,
+        acks: Acks,
     ) -> Result<Vec<(u32, u64)>> {
         let queue = self.open_queue(principal, name, Some(Permission::Publish))?;
         self.check_messages(&messages)?;
@@ -209,7 +210,7 @@ impl Broker {
             .collect();
         let info = queue
             .messages
-            .append(records, ProducerInfo::default())
+            .append_with(records, ProducerInfo::default(), acks)
             .await?;
         Ok((info.base_offset..info.base_offset + count)
             .map(|offset| (0, offset))

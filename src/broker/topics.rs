@@ -11,7 +11,7 @@ use crate::broker::error::{BrokerError, Result};
 use crate::broker::message::{Message, NewMessage};
 use crate::broker::topic::Topic;
 use crate::broker::users::Principal;
-use crate::broker::{now_ms, read_lock, write_lock, Broker};
+use crate::broker::{now_ms, read_lock, write_lock, Acks, Broker};
 use crate::log::ProducerInfo;
 use crate::meta::names::validate_name;
 use crate::meta::{Access, Catalog, Cleanup, MetaEvent, Permission, TopicSpec};
@@ -282,6 +282,7 @@ impl Broker {
         principal: &Principal,
         name: &str,
         messages: Vec<NewMessage>,
+        acks: Acks,
     ) -> Result<Vec<(u32, u64)>> {
         let topic = self.open_topic(principal, name, Some(Permission::Publish))?;
         self.check_messages(&messages)?;
@@ -308,7 +309,9 @@ impl Broker {
                         .into_iter()
                         .map(|(_, message)| message.into_record(&producer, timestamp))
                         .collect();
-                    let info = log.append(records, ProducerInfo::default()).await?;
+                    let info = log
+                        .append_with(records, ProducerInfo::default(), acks)
+                        .await?;
                     Ok::<_, BrokerError>((partition as u32, info.base_offset, indexes))
                 }
             });

@@ -19,6 +19,11 @@ use crate::cluster::ClusterError;
 /// How often the leader checks its followers' lag.
 const ISR_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
+/// A replica joins the ISR only if its last fetch is at most this old:
+/// followers fetch at least twice a second, so an older fetch is from a
+/// broker that stopped.
+const RECENT_FETCH: Duration = Duration::from_secs(2);
+
 /// Longest wait a fetch may ask for.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(5);
 
@@ -252,13 +257,13 @@ async fn update_isr(cluster: &Cluster, key: &str) -> Result<(), ClusterError> {
         }
     }
     for &replica in &state.replicas {
-        if isr.contains(&replica) {
+        if isr.contains(&replica) || !view.brokers.contains_key(&replica) {
             continue;
         }
         let Some((_, reached_hw, last_fetch)) = cluster.progress.status(key, replica) else {
             return Ok(());
         };
-        if reached_hw && last_fetch.is_some_and(|at| now.duration_since(at) < lag_max) {
+        if reached_hw && last_fetch.is_some_and(|at| now.duration_since(at) < RECENT_FETCH) {
             isr.push(replica);
         }
     }
