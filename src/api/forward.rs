@@ -17,6 +17,7 @@ use warp::{Filter, Reply};
 
 use crate::api::error::ApiError;
 use crate::api::{body, Context};
+use crate::broker::leadership::METADATA_WAIT;
 use crate::cluster::proto::{Header, HttpRequest};
 use crate::cluster::rpc::HOPS_HEADER;
 use crate::cluster::state::{resource_key, META_KEY};
@@ -29,6 +30,11 @@ const MAX_HOPS: u32 = 2;
 /// Longest wait for the leader's response: the longest long poll plus
 /// some slack.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// Header with the `__meta` offset the forwarding broker's catalog had
+/// applied: the leader first catches up to it, so a resource created
+/// through one broker is known on the broker that leads it.
+const META_OFFSET_HEADER: &str = "x-ferry-meta-offset";
 
 /// Headers that belong to one connection and are not forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -47,7 +53,12 @@ const HOP_BY_HOP: &[&str] = &[
 /// Where a request runs.
 enum Route {
     Here,
-    Forward { broker: u32, address: String },
+    /// This broker leads the resource but has not opened it yet.
+    Opening,
+    Forward {
+        broker: u32,
+        address: String,
+    },
     Unavailable(String),
 }
 
@@ -64,8 +75,22 @@ pub fn forwarded(context: &Context, cluster: Arc<Cluster>) -> BoxedFilter<(Respo
                     .and_then(|value| value.to_str().ok())
                     .and_then(|value| value.parse::<u32>().ok())
                     .unwrap_or(0);
-                match route(&cluster, path.as_str(), hops) {
-                    Route::Here => Err(warp::reject::not_found()),
+                let meta_offset = headers
+                    .get(META_OFFSET_HEADER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<u64>().ok());
+                if let Some(offset) = meta_offset {
+                    // A timeout leaves the catalog as it is; the request
+                    // then gets what this broker knows.
+                    let mut applied = cluster.broker.subscribe_meta_applied();
+                    let _ = tokio::time::timeout(
+                        METADATA_WAIT,
+                        applied.wait_for(|applied| *applied >= offset),
+                    )
+                    .await;
+                }
+                match route_when_ready(&cluster, path.as_str(), hops).await {
+                    Route::Here | Route::Opening => Err(warp::reject::not_found()),
                     Route::Unavailable(message) => Err(warp::reject::custom(ApiError {
                         status: StatusCode::SERVICE_UNAVAILABLE,
                         code: "unavailable",
@@ -122,6 +147,21 @@ pub fn forwarded(context: &Context, cluster: Arc<Cluster>) -> BoxedFilter<(Respo
         .boxed()
 }
 
+/// Routes a request; when this broker is the leader but has not opened
+/// the resource yet (the controller just assigned it), waits for that.
+async fn route_when_ready(cluster: &Cluster, path: &str, hops: u32) -> Route {
+    let deadline = tokio::time::Instant::now() + METADATA_WAIT;
+    loop {
+        match route(cluster, path, hops) {
+            Route::Opening if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Route::Opening => return Route::Here,
+            route => return route,
+        }
+    }
+}
+
 fn route(cluster: &Cluster, path: &str, hops: u32) -> Route {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (kind, name) = match segments.as_slice() {
@@ -152,6 +192,9 @@ fn route(cluster: &Cluster, path: &str, hops: u32) -> Route {
         ));
     };
     if leader == me {
+        if cluster.leader_term(&key).is_none() {
+            return Route::Opening;
+        }
         return Route::Here;
     }
     if hops >= MAX_HOPS {
@@ -191,17 +234,25 @@ async fn forward(
     } else {
         format!("{}?{query}", path.as_str())
     };
+    let mut forwarded_headers: Vec<Header> = headers
+        .iter()
+        .filter(|(name, _)| {
+            !HOP_BY_HOP.contains(&name.as_str()) && name.as_str() != META_OFFSET_HEADER
+        })
+        .map(|(name, value)| Header {
+            name: name.to_string(),
+            value: value.as_bytes().to_vec(),
+        })
+        .collect();
+    let applied = *cluster.broker.subscribe_meta_applied().borrow();
+    forwarded_headers.push(Header {
+        name: META_OFFSET_HEADER.to_string(),
+        value: applied.to_string().into_bytes(),
+    });
     let request = HttpRequest {
         method: method.to_string(),
         path_and_query,
-        headers: headers
-            .iter()
-            .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()))
-            .map(|(name, value)| Header {
-                name: name.to_string(),
-                value: value.as_bytes().to_vec(),
-            })
-            .collect(),
+        headers: forwarded_headers,
         body: body.to_vec(),
         hops: hops + 1,
         client_address: String::new(),

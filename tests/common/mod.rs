@@ -11,6 +11,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+pub mod cluster;
 pub mod zookeeper;
 
 /// A `ferry serve` child process.
@@ -61,6 +62,17 @@ impl BrokerProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Stops the process with SIGSTOP: it keeps its sockets but does
+    /// nothing, like a broker cut off from everyone.
+    pub fn pause(&self) {
+        send_signal("-STOP", self.child.id());
+    }
+
+    /// Continues a paused process with SIGCONT.
+    pub fn resume(&self) {
+        send_signal("-CONT", self.child.id());
+    }
 }
 
 impl Drop for BrokerProcess {
@@ -70,8 +82,12 @@ impl Drop for BrokerProcess {
 }
 
 fn send_sigterm(pid: u32) {
+    send_signal("-TERM", pid);
+}
+
+fn send_signal(signal: &str, pid: u32) {
     let _ = Command::new("kill")
-        .arg("-TERM")
+        .arg(signal)
         .arg(pid.to_string())
         .status();
 }
