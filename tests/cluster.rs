@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use common::cluster::{log_bytes, read_partition, try_call, TestCluster};
+use common::cluster::{log_bytes, read_partition, try_call, try_call_within, TestCluster};
 use common::Api;
 
 /// A publisher that sends one numbered message per request, round robin
@@ -47,7 +47,16 @@ impl Producer {
                     let caller = Api { url, ..api.clone() };
                     let body = json!({"messages": [{"value": number}]});
                     let sent_at = Instant::now();
-                    let (status, _) = try_call(&caller, Method::POST, &path, Some(body)).await;
+                    // A stopped broker would hold each request for the
+                    // whole limit; a healthy one answers in milliseconds.
+                    let (status, _) = try_call_within(
+                        &caller,
+                        Method::POST,
+                        &path,
+                        Some(body),
+                        Duration::from_secs(2),
+                    )
+                    .await;
                     if status == Some(StatusCode::OK) {
                         acked
                             .lock()
@@ -127,21 +136,9 @@ fn check_stored(stored: &[(u64, Value)], acked: &[i64]) {
 
 /// Compares one topic partition's log bytes on every broker (stopped).
 fn check_replicas_equal(cluster: &TestCluster, topic_dir_name: &str, partition: u32) {
+    assert_eq!(partition, 0, "only partition 0 is compared");
     let logs: Vec<Vec<u8>> = (1..=cluster.brokers.len() as u32)
-        .map(|id| {
-            let topics = cluster.data_dir(id).join("topics");
-            let dir = std::fs::read_dir(&topics)
-                .unwrap()
-                .flatten()
-                .map(|entry| entry.path())
-                .find(|path| {
-                    path.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with(&format!("{topic_dir_name}@")))
-                })
-                .unwrap_or_else(|| panic!("broker {id} has no replica of {topic_dir_name}"));
-            log_bytes(&dir.join(partition.to_string()))
-        })
+        .map(|id| log_bytes(&topic_log_dir(cluster, id, topic_dir_name)))
         .collect();
     for (index, log) in logs.iter().enumerate().skip(1) {
         let first_difference = log.iter().zip(&logs[0]).position(|(a, b)| a != b);
@@ -360,5 +357,555 @@ async fn wait_for_log_end(cluster: &TestCluster, api: &Api, key: &str, end: u64)
             "partition 0 did not settle at {end}: {resource}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Publishes `count` messages numbered from `first`, one per request,
+/// retrying each until acknowledged (at most 60 s per message).
+async fn publish_acked(cluster: &TestCluster, api: &Api, topic: &str, first: i64, count: i64) {
+    for number in first..first + count {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        'retry: loop {
+            for url in cluster.urls() {
+                let caller = Api { url, ..api.clone() };
+                let body = json!({"messages": [{"value": number}]});
+                let path = format!("/v1/topics/{topic}/messages");
+                if try_call(&caller, Method::POST, &path, Some(body)).await.0
+                    == Some(StatusCode::OK)
+                {
+                    break 'retry;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "message {number} was not acknowledged within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarted_old_leader_truncates_unacknowledged_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut cluster) = TestCluster::start(dir.path(), 3, &[]).await else {
+        return;
+    };
+    let alice = cluster.user("alice", 1).await;
+    create_topic(&alice, "trunc").await;
+    let key = cluster.topic_key(&alice, "trunc").await;
+    cluster.wait_for_isr(&alice, &key, 3).await;
+    publish_acked(&cluster, &alice, "trunc", 0, 10).await;
+
+    // With both followers stopped, the leader appends records that it can
+    // never acknowledge with acks=all; then it dies. The pause outlasts
+    // any fetch the followers had sent, so no follower has the records.
+    let old_leader = cluster.leader_of(&alice, &key).await;
+    let followers: Vec<u32> = (1..=3).filter(|id| *id != old_leader).collect();
+    for id in &followers {
+        cluster.broker(*id).pause();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let leader_api = Api {
+        url: cluster.url(old_leader),
+        ..alice.clone()
+    };
+    let pending: Vec<_> = (1000..1003)
+        .map(|number| {
+            let api = leader_api.clone();
+            tokio::spawn(async move {
+                let body = json!({"messages": [{"value": number}]});
+                try_call(&api, Method::POST, "/v1/topics/trunc/messages", Some(body))
+                    .await
+                    .0
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.broker(old_leader).kill();
+    for id in &followers {
+        cluster.broker(*id).resume();
+    }
+    for request in pending {
+        let status = request.await.unwrap();
+        assert_ne!(
+            status,
+            Some(StatusCode::OK),
+            "a write was acknowledged without its replicas"
+        );
+    }
+    let old_leader_dir = topic_log_dir(&cluster, old_leader, "trunc");
+    let tail_before = log_bytes(&old_leader_dir);
+
+    let alice = Api {
+        url: cluster.url(followers[0]),
+        ..alice
+    };
+    publish_acked(&cluster, &alice, "trunc", 2000, 5).await;
+    cluster.broker(old_leader).restart();
+    cluster.wait_for_isr(&alice, &key, 3).await;
+
+    let stored = read_partition(&alice, "trunc", 0).await;
+    let numbers: Vec<i64> = stored
+        .iter()
+        .map(|(_, value)| value.as_i64().unwrap())
+        .collect();
+    let expected: Vec<i64> = (0..10).chain(2000..2005).collect();
+    assert_eq!(
+        numbers, expected,
+        "the log holds exactly the acknowledged messages"
+    );
+    wait_for_log_end(&cluster, &alice, &key, expected.len() as u64).await;
+    cluster.stop_brokers();
+    check_replicas_equal(&cluster, "trunc", 0);
+    let after = log_bytes(&old_leader_dir);
+    let common = tail_before
+        .iter()
+        .zip(&after)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        common < tail_before.len(),
+        "the old leader's unacknowledged tail was not truncated"
+    );
+}
+
+/// The log directory of partition 0 of `topic` on broker `id`.
+fn topic_log_dir(cluster: &TestCluster, id: u32, topic: &str) -> std::path::PathBuf {
+    std::fs::read_dir(cluster.data_dir(id).join("topics"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with(&format!("{topic}@")))
+        })
+        .unwrap_or_else(|| panic!("broker {id} has no replica of {topic}"))
+        .join("0")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paused_leader_acknowledges_nothing_after_election() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut cluster) = TestCluster::start(dir.path(), 3, &[]).await else {
+        return;
+    };
+    let alice = cluster.user("alice", 1).await;
+    create_topic(&alice, "paused").await;
+    let key = cluster.topic_key(&alice, "paused").await;
+    cluster.wait_for_isr(&alice, &key, 3).await;
+
+    // The producer keeps sending to every broker, the paused one included.
+    let urls = Arc::new(Mutex::new(cluster.urls()));
+    let producer = Producer::start(&alice, Arc::clone(&urls), "paused", "");
+    wait_for_acks(&producer, 20).await;
+    let old_leader = cluster.leader_of(&alice, &key).await;
+    cluster.broker(old_leader).pause();
+    let alice = Api {
+        url: cluster.url(if old_leader == 1 { 2 } else { 1 }),
+        ..alice
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.leader_of(&alice, &key).await == old_leader {
+        assert!(
+            Instant::now() < deadline,
+            "no new leader within 60 s of the pause"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for_acks(&producer, 20).await;
+    cluster.broker(old_leader).resume();
+    // The old leader comes back believing it leads, finds its session gone
+    // and a newer epoch, and must not acknowledge anything meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for_acks(&producer, 20).await;
+    let acked = producer.finish().await;
+
+    cluster.wait_for_isr(&alice, &key, 3).await;
+    let stored = read_partition(&alice, "paused", 0).await;
+    check_stored(&stored, &acked);
+    wait_for_log_end(&cluster, &alice, &key, stored.len() as u64).await;
+    cluster.stop_brokers();
+    check_replicas_equal(&cluster, "paused", 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zookeeper_restart_under_load_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut cluster) = TestCluster::start(dir.path(), 3, &[]).await else {
+        return;
+    };
+    let alice = cluster.user("alice", 1).await;
+    create_topic(&alice, "zk").await;
+    let key = cluster.topic_key(&alice, "zk").await;
+    cluster.wait_for_isr(&alice, &key, 3).await;
+
+    let urls = Arc::new(Mutex::new(cluster.urls()));
+    let producer = Producer::start(&alice, Arc::clone(&urls), "zk", "");
+    wait_for_acks(&producer, 20).await;
+    cluster.zookeeper.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.zookeeper.restart();
+    wait_for_acks(&producer, 50).await;
+    let acked = producer.finish().await;
+
+    cluster.wait_for_isr(&alice, &key, 3).await;
+    let stored = read_partition(&alice, "zk", 0).await;
+    check_stored(&stored, &acked);
+    // Metadata changes work again after the restart.
+    create_topic(&alice, "after-restart").await;
+}
+
+/// Runs every REST route through broker `via` and returns the responses
+/// (status, body) in order, for comparison across brokers.
+async fn walk_routes(api: &Api, bob: &Api, suffix: &str) -> Vec<(Option<StatusCode>, Value)> {
+    let topic = format!("walk-{suffix}");
+    let queue = format!("jobs-{suffix}");
+    let mut results = Vec::new();
+    let mut step = |result: (Option<StatusCode>, Value)| {
+        results.push(result.clone());
+        result
+    };
+    let created = step(
+        try_call(
+            api,
+            Method::POST,
+            "/v1/topics",
+            Some(json!({"name": topic, "partitions": 2})),
+        )
+        .await,
+    );
+    assert_eq!(
+        created.0,
+        Some(StatusCode::CREATED),
+        "create topic: {}",
+        created.1
+    );
+    let listed = step(try_call(api, Method::GET, "/v1/topics", None).await);
+    assert!(listed.1["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"] == topic));
+    let described = step(try_call(api, Method::GET, &format!("/v1/topics/{topic}"), None).await);
+    assert_eq!(
+        described.0,
+        Some(StatusCode::OK),
+        "describe: {}",
+        described.1
+    );
+    let published = step(
+        try_call(
+            api,
+            Method::POST,
+            &format!("/v1/topics/{topic}/messages"),
+            Some(json!({"messages": [{"value": "a", "key": "k"}, {"value": "b", "key": "k"}]})),
+        )
+        .await,
+    );
+    assert_eq!(
+        published.0,
+        Some(StatusCode::OK),
+        "publish: {}",
+        published.1
+    );
+    let partition = published.1["offsets"][0]["partition"].as_u64().unwrap();
+    let fetched = step(
+        try_call(
+            api,
+            Method::GET,
+            &format!("/v1/topics/{topic}/partitions/{partition}/messages?offset=0"),
+            None,
+        )
+        .await,
+    );
+    assert_eq!(
+        fetched.1["messages"].as_array().map(Vec::len),
+        Some(2),
+        "fetch: {}",
+        fetched.1
+    );
+    let subscribed = step(
+        try_call(
+            api,
+            Method::POST,
+            &format!("/v1/topics/{topic}/subscriptions"),
+            Some(json!({"name": "s", "start": "earliest"})),
+        )
+        .await,
+    );
+    assert_eq!(
+        subscribed.0,
+        Some(StatusCode::CREATED),
+        "subscribe: {}",
+        subscribed.1
+    );
+    step(
+        try_call(
+            api,
+            Method::GET,
+            &format!("/v1/topics/{topic}/subscriptions"),
+            None,
+        )
+        .await,
+    );
+    let pulled = step(
+        try_call(
+            api,
+            Method::GET,
+            &format!("/v1/topics/{topic}/subscriptions/s/messages"),
+            None,
+        )
+        .await,
+    );
+    assert_eq!(
+        pulled.1["messages"].as_array().map(Vec::len),
+        Some(2),
+        "pull: {}",
+        pulled.1
+    );
+    let committed = step(
+        try_call(
+            api,
+            Method::POST,
+            &format!("/v1/topics/{topic}/subscriptions/s/offsets"),
+            Some(json!({"offsets": [{"partition": partition, "offset": 2}]})),
+        )
+        .await,
+    );
+    assert_eq!(
+        committed.0,
+        Some(StatusCode::NO_CONTENT),
+        "commit: {}",
+        committed.1
+    );
+    let forbidden = step(try_call(bob, Method::DELETE, &format!("/v1/topics/{topic}"), None).await);
+    assert_eq!(
+        forbidden.0,
+        Some(StatusCode::FORBIDDEN),
+        "bob deletes: {}",
+        forbidden.1
+    );
+    let granted = step(
+        try_call(
+            api,
+            Method::POST,
+            &format!("/v1/topics/{topic}/grants"),
+            Some(json!({"user": "bob", "permission": "consume"})),
+        )
+        .await,
+    );
+    assert_eq!(
+        granted.0,
+        Some(StatusCode::NO_CONTENT),
+        "grant: {}",
+        granted.1
+    );
+    step(
+        try_call(
+            api,
+            Method::DELETE,
+            &format!("/v1/topics/{topic}/subscriptions/s"),
+            None,
+        )
+        .await,
+    );
+
+    let queue_created = step(
+        try_call(
+            api,
+            Method::POST,
+            "/v1/queues",
+            Some(json!({"name": queue})),
+        )
+        .await,
+    );
+    assert_eq!(
+        queue_created.0,
+        Some(StatusCode::CREATED),
+        "create queue: {}",
+        queue_created.1
+    );
+    step(try_call(api, Method::GET, "/v1/queues", None).await);
+    let sent = step(
+        try_call(
+            api,
+            Method::POST,
+            &format!("/v1/queues/{queue}/messages"),
+            Some(json!({"messages": [{"value": 1}, {"value": 2}]})),
+        )
+        .await,
+    );
+    assert_eq!(sent.0, Some(StatusCode::OK), "send: {}", sent.1);
+    let received = step(
+        try_call(
+            api,
+            Method::POST,
+            &format!("/v1/queues/{queue}/receive"),
+            Some(json!({"max_messages": 2})),
+        )
+        .await,
+    );
+    let ids: Vec<Value> = received.1["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 2, "receive: {}", received.1);
+    let acked = step(
+        try_call(
+            api,
+            Method::POST,
+            &format!("/v1/queues/{queue}/ack"),
+            Some(json!({"ids": [ids[0]]})),
+        )
+        .await,
+    );
+    assert_eq!(acked.1["acked"], json!([ids[0]]), "ack: {}", acked.1);
+    let nacked = step(
+        try_call(
+            api,
+            Method::POST,
+            &format!("/v1/queues/{queue}/nack"),
+            Some(json!({"ids": [ids[1]]})),
+        )
+        .await,
+    );
+    assert_eq!(nacked.1["nacked"], json!([ids[1]]), "nack: {}", nacked.1);
+    let queue_described =
+        step(try_call(api, Method::GET, &format!("/v1/queues/{queue}"), None).await);
+    assert_eq!(
+        queue_described.1["depth"], 1,
+        "describe queue: {}",
+        queue_described.1
+    );
+    let queue_deleted =
+        step(try_call(api, Method::DELETE, &format!("/v1/queues/{queue}"), None).await);
+    assert_eq!(
+        queue_deleted.0,
+        Some(StatusCode::NO_CONTENT),
+        "delete queue: {}",
+        queue_deleted.1
+    );
+    let deleted = step(try_call(api, Method::DELETE, &format!("/v1/topics/{topic}"), None).await);
+    assert_eq!(
+        deleted.0,
+        Some(StatusCode::NO_CONTENT),
+        "delete topic: {}",
+        deleted.1
+    );
+    let gone = step(try_call(api, Method::GET, &format!("/v1/topics/{topic}"), None).await);
+    assert_eq!(
+        gone.0,
+        Some(StatusCode::NOT_FOUND),
+        "describe deleted: {}",
+        gone.1
+    );
+    results
+}
+
+/// Blanks the fields that differ between two walks for reasons other
+/// than routing: names, times, ids and the broker's own address.
+fn normalize(value: &Value, suffix: &str) -> Value {
+    match value {
+        Value::String(text) => Value::String(text.replace(suffix, "X")),
+        Value::Array(items) => Value::Array(items.iter().map(|v| normalize(v, suffix)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(key, _)| {
+                    !matches!(
+                        key.as_str(),
+                        "created_at"
+                            | "timestamp"
+                            | "id"
+                            | "lease_expires_at"
+                            | "ids"
+                            | "acked"
+                            | "nacked"
+                    )
+                })
+                .map(|(key, v)| (key.clone(), normalize(v, suffix)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_route_works_through_a_non_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(cluster) = TestCluster::start(dir.path(), 3, &["--replication-factor", "1"]).await
+    else {
+        return;
+    };
+    let alice = cluster.user("alice", 1).await;
+    let bob = cluster.user("bob", 2).await;
+
+    // With one replica per resource, each topic and queue lives on one
+    // broker: walking through each broker in turn crosses brokers for
+    // most routes, and the responses must match the walk on broker 1.
+    let mut walks = Vec::new();
+    for id in 1..=3u32 {
+        let api = Api {
+            url: cluster.url(id),
+            ..alice.clone()
+        };
+        let bob = Api {
+            url: cluster.url(id),
+            ..bob.clone()
+        };
+        let suffix = format!("b{id}");
+        let results = walk_routes(&api, &bob, &suffix).await;
+        walks.push((suffix, results));
+    }
+    let (first_suffix, first) = &walks[0];
+    for (suffix, results) in &walks[1..] {
+        assert_eq!(results.len(), first.len());
+        for (index, (a, b)) in first.iter().zip(results).enumerate() {
+            assert_eq!(a.0, b.0, "step {index}: status differs between brokers");
+            if index == 1 || index == 13 {
+                // The topic and queue lists include the other walks' names.
+                continue;
+            }
+            assert_eq!(
+                normalize(&a.1, first_suffix),
+                normalize(&b.1, suffix),
+                "step {index}: body differs between brokers"
+            );
+        }
+    }
+
+    // Log-out is a metadata change, sent on by a broker that does not lead
+    // __meta; the token stops working on every broker.
+    let (status, _) = try_call(
+        &Api {
+            url: cluster.url(3),
+            ..alice.clone()
+        },
+        Method::DELETE,
+        "/v1/tokens/current",
+        None,
+    )
+    .await;
+    assert_eq!(status, Some(StatusCode::NO_CONTENT));
+    for id in 1..=3 {
+        let api = Api {
+            url: cluster.url(id),
+            ..alice.clone()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, _) = try_call(&api, Method::GET, "/v1/topics", None).await;
+            if status == Some(StatusCode::UNAUTHORIZED) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker {id} still accepts a logged-out token"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

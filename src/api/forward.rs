@@ -56,14 +56,23 @@ enum Route {
     /// This broker leads the resource but has not opened it yet.
     Opening,
     Forward {
+        key: String,
         broker: u32,
         address: String,
     },
     Unavailable(String),
 }
 
+/// What happens to a request that does not run here.
+enum Outcome {
+    Forward(Target),
+    Fail(ApiError),
+}
+
 /// A filter that forwards requests led elsewhere, and rejects (as not
-/// found, the lowest priority) the ones that run here.
+/// found, the lowest priority) the ones that run here. Once a request is
+/// not for this broker the filter always answers it: a rejection would let
+/// the local routes run it, on a broker that does not lead the resource.
 pub fn forwarded(context: &Context, cluster: Arc<Cluster>) -> BoxedFilter<(Response,)> {
     let decide = {
         let cluster = Arc::clone(&cluster);
@@ -89,14 +98,18 @@ pub fn forwarded(context: &Context, cluster: Arc<Cluster>) -> BoxedFilter<(Respo
                     )
                     .await;
                 }
-                match route_when_ready(&cluster, path.as_str(), hops).await {
-                    Route::Here | Route::Opening => Err(warp::reject::not_found()),
-                    Route::Unavailable(message) => Err(warp::reject::custom(ApiError {
+                let outcome = match route_when_ready(&cluster, path.as_str(), hops).await {
+                    Route::Here | Route::Opening => return Err(warp::reject::not_found()),
+                    Route::Unavailable(message) => Outcome::Fail(ApiError {
                         status: StatusCode::SERVICE_UNAVAILABLE,
                         code: "unavailable",
                         message,
-                    })),
-                    Route::Forward { broker, address } => {
+                    }),
+                    Route::Forward {
+                        key,
+                        broker,
+                        address,
+                    } => {
                         if headers.contains_key("upgrade") {
                             // NOTE: WebSocket streams are not forwarded yet.
                             let rest = cluster
@@ -106,17 +119,23 @@ pub fn forwarded(context: &Context, cluster: Arc<Cluster>) -> BoxedFilter<(Respo
                                 .get(&broker)
                                 .map(|info| info.rest.clone())
                                 .unwrap_or_default();
-                            return Err(warp::reject::custom(ApiError {
+                            Outcome::Fail(ApiError {
                                 status: StatusCode::SERVICE_UNAVAILABLE,
                                 code: "unavailable",
                                 message: format!(
                                     "this stream is led by broker {broker}; open it at {rest}"
                                 ),
-                            }));
+                            })
+                        } else {
+                            Outcome::Forward(Target {
+                                key,
+                                broker,
+                                address,
+                            })
                         }
-                        Ok((address, hops, headers))
                     }
-                }
+                };
+                Ok((outcome, hops, headers))
             }
         }
     };
@@ -127,24 +146,47 @@ pub fn forwarded(context: &Context, cluster: Arc<Cluster>) -> BoxedFilter<(Respo
         .and(warp::method())
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(body(context))
-        .and_then(
-            move |address: String,
+        .and(body_or_error(context))
+        .then(
+            move |outcome: Outcome,
                   hops: u32,
                   headers: HeaderMap,
                   method: Method,
                   path: FullPath,
                   query: String,
-                  body: Bytes| {
+                  body: Result<Bytes, ApiError>| {
                 let cluster = Arc::clone(&cluster);
                 async move {
-                    forward(&cluster, &address, hops, headers, method, path, query, body)
+                    let target = match outcome {
+                        Outcome::Forward(target) => target,
+                        Outcome::Fail(error) => return error.into_response(),
+                    };
+                    let body = match body {
+                        Ok(body) => body,
+                        Err(error) => return error.into_response(),
+                    };
+                    forward(&cluster, &target, hops, headers, method, path, query, body)
                         .await
-                        .map_err(warp::reject::custom)
+                        .unwrap_or_else(ApiError::into_response)
                 }
             },
         )
         .boxed()
+}
+
+/// The request body, or the error (too large, timed out) as a value, so
+/// that it does not fall through to the local routes.
+fn body_or_error(
+    context: &Context,
+) -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = warp::Rejection> + Clone {
+    body(context)
+        .map(Ok::<Bytes, ApiError>)
+        .or_else(|rejection: warp::Rejection| async move {
+            match rejection.find::<ApiError>() {
+                Some(error) => Ok((Err(error.clone()),)),
+                None => Err(rejection),
+            }
+        })
 }
 
 /// Routes a request; when this broker is the leader but has not opened
@@ -187,8 +229,8 @@ fn route(cluster: &Cluster, path: &str, hops: u32) -> Route {
             return Route::Here;
         }
         return Route::Unavailable(format!(
-            "{kind} `{name}` has no leader at the moment (a broker failed and the \
-             controller is electing one); retry"
+            "{kind} `{name}` has no leader at the moment (the controller is \
+             assigning or electing one); retry"
         ));
     };
     if leader == me {
@@ -204,6 +246,7 @@ fn route(cluster: &Cluster, path: &str, hops: u32) -> Route {
     }
     match view.grpc_address(leader) {
         Some(address) => Route::Forward {
+            key,
             broker: leader,
             address: address.to_string(),
         },
@@ -213,10 +256,18 @@ fn route(cluster: &Cluster, path: &str, hops: u32) -> Route {
     }
 }
 
+/// The broker a request goes to, and why.
+struct Target {
+    /// Resource key whose leader it is.
+    key: String,
+    broker: u32,
+    address: String,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     cluster: &Cluster,
-    address: &str,
+    target: &Target,
     hops: u32,
     headers: HeaderMap,
     method: Method,
@@ -257,12 +308,32 @@ async fn forward(
         hops: hops + 1,
         client_address: String::new(),
     };
+    let address = &target.address;
     let mut client = cluster
         .peers
         .forwarding(address)
         .map_err(|status| unavailable(status.message().to_string()))?;
-    let response = tokio::time::timeout(FORWARD_TIMEOUT, client.forward(request))
-        .await
+    // A leader that stopped answering is replaced within a session
+    // timeout; the request then ends at once instead of at its timeout.
+    let mut view = cluster.coordinator.subscribe();
+    // A resource that disappears was deleted, possibly by this very
+    // request, so only a new leader (or none) ends the wait.
+    let leader_moved = view.wait_for(|view| {
+        view.resources
+            .get(&target.key)
+            .is_some_and(|state| state.value.leader != Some(target.broker))
+    });
+    let response = tokio::select! {
+        response = tokio::time::timeout(FORWARD_TIMEOUT, client.forward(request)) => response,
+        _ = leader_moved => {
+            return Err(unavailable(format!(
+                "broker {} stopped leading while it handled the request, which may or may \
+                 not have taken effect; retry",
+                target.broker
+            )));
+        }
+    };
+    let response = response
         .map_err(|_| {
             unavailable(format!(
                 "the leader at {address} did not answer within {} s; retry",

@@ -208,8 +208,15 @@ impl Coordinator {
                     match event.session_state {
                         zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
                             // Events during the disconnection may be lost, so
-                            // everything is read again.
+                            // everything is read again. The persistent watch
+                            // is added again too: with zookeeper-client 0.11
+                            // and ZooKeeper 3.8 it delivered no more events
+                            // after a reconnection (seen in the cluster tests).
                             info!("reconnected to ZooKeeper");
+                            watcher = client
+                                .watch(&self.root, zk::AddWatchMode::PersistentRecursive)
+                                .await
+                                .map_err(|err| ClusterError::zookeeper("watch root", err))?;
                             self.elect_controller(client).await?;
                             self.publish(self.read_all(client).await?);
                         }

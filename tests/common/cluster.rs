@@ -134,8 +134,19 @@ impl TestCluster {
 
     /// The ZooKeeper key of topic `name`, as `GET /v1/cluster` lists it.
     pub async fn topic_key(&self, api: &Api, name: &str) -> String {
-        let (status, topic) = try_call(api, Method::GET, &format!("/v1/topics/{name}"), None).await;
-        assert_eq!(status, Some(StatusCode::OK), "describe {name}: {topic}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, topic) =
+                try_call(api, Method::GET, &format!("/v1/topics/{name}"), None).await;
+            if status == Some(StatusCode::OK) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "describe {name}: {status:?} {topic}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let dir_suffix = format!("/{name}@");
         let description = self.describe(api).await.expect("a broker answers");
         description["resources"]
@@ -224,10 +235,21 @@ pub async fn try_call(
     path: &str,
     body: Option<Value>,
 ) -> (Option<StatusCode>, Value) {
+    try_call_within(api, method, path, body, Duration::from_secs(10)).await
+}
+
+/// [`try_call`] with a time limit for the whole request.
+pub async fn try_call_within(
+    api: &Api,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    timeout: Duration,
+) -> (Option<StatusCode>, Value) {
     let mut request = api
         .http
         .request(method, format!("{}{path}", api.url))
-        .timeout(Duration::from_secs(10));
+        .timeout(timeout);
     if let Some(token) = &api.token {
         request = request.bearer_auth(token);
     }

@@ -114,7 +114,10 @@ fn spawn(data_dir: &Path, extra_args: &[String]) -> (Child, String) {
         .args(default_iterations)
         .args(default_fsync)
         .args(extra_args)
-        .env("FERRY_LOG", "warn")
+        .env(
+            "FERRY_LOG",
+            std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
