@@ -19,7 +19,7 @@ use cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => match serve(args) {
+        Command::Serve(args) => match serve(*args) {
             Ok(()) => ExitCode::SUCCESS,
             // One line with the causes, like the client commands print;
             // the debug form would add a backtrace under RUST_BACKTRACE.

@@ -179,13 +179,17 @@ impl Broker {
         write_lock(&self.queues).remove(name);
         // Long polls and streams wake up, find the queue gone and end.
         queue.changed.notify_waiters();
-        let dir = self.queue_dir(name, id);
-        tokio::task::spawn_blocking(move || {
-            if let Err(err) = std::fs::remove_dir_all(&dir) {
-                // The next start removes what is left.
-                warn!(dir = %dir.display(), error = %err, "failed to remove deleted queue's files");
-            }
-        });
+        // In a cluster the brokers remove the files once their catalog
+        // shows the deletion.
+        if self.cluster_hooks().is_none() {
+            let dir = self.queue_dir(name, id);
+            tokio::task::spawn_blocking(move || {
+                if let Err(err) = std::fs::remove_dir_all(&dir) {
+                    // The next start removes what is left.
+                    warn!(dir = %dir.display(), error = %err, "failed to remove deleted queue's files");
+                }
+            });
+        }
         info!(queue = %name, id, "queue deleted");
         Ok(())
     }

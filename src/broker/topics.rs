@@ -259,13 +259,17 @@ impl Broker {
         write_lock(&self.groups).retain(|(topic, _), _| topic != name);
         // Long polls and streams wake up, find the topic gone and end.
         topic.appended.notify_waiters();
-        let dir = self.topic_dir(name, id);
-        tokio::task::spawn_blocking(move || {
-            if let Err(err) = std::fs::remove_dir_all(&dir) {
-                // The next start removes what is left.
-                warn!(dir = %dir.display(), error = %err, "failed to remove deleted topic's files");
-            }
-        });
+        // In a cluster the brokers remove the files once their catalog
+        // shows the deletion.
+        if self.cluster_hooks().is_none() {
+            let dir = self.topic_dir(name, id);
+            tokio::task::spawn_blocking(move || {
+                if let Err(err) = std::fs::remove_dir_all(&dir) {
+                    // The next start removes what is left.
+                    warn!(dir = %dir.display(), error = %err, "failed to remove deleted topic's files");
+                }
+            });
+        }
         info!(topic = %name, id, "topic deleted");
         Ok(())
     }

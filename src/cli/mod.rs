@@ -94,7 +94,7 @@ pub struct ConnectionArgs {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run a broker.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 
     /// Create a user account.
     Register(account::RegisterArgs),

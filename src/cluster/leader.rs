@@ -239,7 +239,9 @@ async fn update_isr(cluster: &Cluster, key: &str) -> Result<(), ClusterError> {
         return Ok(());
     };
     let state = &versioned.value;
-    if state.leader != Some(me) {
+    // Without a session nothing can be written, and the next session
+    // reads everything again.
+    if state.leader != Some(me) || !view.connected {
         return Ok(());
     }
     let lag_max = cluster.config.replica_lag_max;
