@@ -909,3 +909,125 @@ async fn every_route_works_through_a_non_leader() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_work_through_a_non_leader() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let Some(cluster) = TestCluster::start(dir.path(), 3, &["--replication-factor", "1"]).await
+    else {
+        return;
+    };
+    let alice = cluster.user("alice", 1).await;
+    let (status, body) = try_call(
+        &alice,
+        Method::POST,
+        "/v1/queues",
+        Some(json!({"name": "pushed"})),
+    )
+    .await;
+    assert_eq!(status, Some(StatusCode::CREATED), "create queue: {body}");
+    let description = cluster.describe(&alice).await.unwrap();
+    let leader = description["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|resource| {
+            resource["dir"]
+                .as_str()
+                .is_some_and(|dir| dir.starts_with("queues/pushed@"))
+        })
+        .and_then(|resource| resource["leader"].as_u64())
+        .expect("the queue has a leader") as u32;
+    let other = if leader == 1 { 2 } else { 1 };
+    let via = Api {
+        url: cluster.url(other),
+        ..alice.clone()
+    };
+
+    // A stream with a bad token is refused with the leader's 401, before
+    // any upgrade.
+    let url = format!(
+        "{}/v1/queues/pushed/stream",
+        via.url.replacen("http", "ws", 1)
+    );
+    let mut request = url.clone().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer nonsense".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401, "refused with the leader's status");
+        }
+        other => panic!("a bad token opened a stream: {:?}", other.map(|_| ())),
+    }
+
+    let mut request = url.into_client_request().unwrap();
+    let header = format!("Bearer {}", alice.token.as_deref().unwrap());
+    request
+        .headers_mut()
+        .insert("authorization", header.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("stream opens through a non-leader");
+    socket
+        .send(Message::text(
+            json!({"type": "credit", "n": 10}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let (status, body) = try_call(
+        &via,
+        Method::POST,
+        "/v1/queues/pushed/messages",
+        Some(json!({"messages": [{"value": 1}, {"value": 2}, {"value": 3}]})),
+    )
+    .await;
+    assert_eq!(status, Some(StatusCode::OK), "send: {body}");
+
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ids.len() < 3 {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(remaining, socket.next())
+            .await
+            .expect("three messages arrive within 10 s")
+            .expect("the stream stays open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == "message" {
+                assert_eq!(frame["value"], ids.len() as u64 + 1);
+                ids.push(frame["id"].clone());
+            }
+        }
+    }
+    socket
+        .send(Message::text(
+            json!({"type": "ack", "ids": ids}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let acked = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("an ack answer within 10 s")
+            .expect("the stream stays open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == "acked" {
+                break frame;
+            }
+        }
+    };
+    assert_eq!(acked["acked"].as_array().unwrap().len(), 3);
+    let (_, queue) = try_call(&via, Method::GET, "/v1/queues/pushed", None).await;
+    assert_eq!(
+        queue["depth"], 0,
+        "acked through the relayed stream: {queue}"
+    );
+}

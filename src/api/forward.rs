@@ -18,7 +18,7 @@ use warp::{Filter, Reply};
 use crate::api::error::ApiError;
 use crate::api::{body, Context};
 use crate::broker::leadership::METADATA_WAIT;
-use crate::cluster::proto::{Header, HttpRequest};
+use crate::cluster::proto::{Header, HttpRequest, HttpResponse};
 use crate::cluster::rpc::HOPS_HEADER;
 use crate::cluster::state::{resource_key, META_KEY};
 use crate::cluster::Cluster;
@@ -79,11 +79,7 @@ pub fn forwarded(context: &Context, cluster: Arc<Cluster>) -> BoxedFilter<(Respo
         move |path: FullPath, headers: HeaderMap| {
             let cluster = Arc::clone(&cluster);
             async move {
-                let hops = headers
-                    .get(HOPS_HEADER)
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| value.parse::<u32>().ok())
-                    .unwrap_or(0);
+                let hops = hops_of(&headers);
                 let meta_offset = headers
                     .get(META_OFFSET_HEADER)
                     .and_then(|value| value.to_str().ok())
@@ -109,31 +105,11 @@ pub fn forwarded(context: &Context, cluster: Arc<Cluster>) -> BoxedFilter<(Respo
                         key,
                         broker,
                         address,
-                    } => {
-                        if headers.contains_key("upgrade") {
-                            // NOTE: WebSocket streams are not forwarded yet.
-                            let rest = cluster
-                                .coordinator
-                                .view()
-                                .brokers
-                                .get(&broker)
-                                .map(|info| info.rest.clone())
-                                .unwrap_or_default();
-                            Outcome::Fail(ApiError {
-                                status: StatusCode::SERVICE_UNAVAILABLE,
-                                code: "unavailable",
-                                message: format!(
-                                    "this stream is led by broker {broker}; open it at {rest}"
-                                ),
-                            })
-                        } else {
-                            Outcome::Forward(Target {
-                                key,
-                                broker,
-                                address,
-                            })
-                        }
-                    }
+                    } => Outcome::Forward(Target {
+                        key,
+                        broker,
+                        address,
+                    }),
                 };
                 Ok((outcome, hops, headers))
             }
@@ -280,30 +256,10 @@ async fn forward(
         code: "unavailable",
         message,
     };
-    let path_and_query = if query.is_empty() {
-        path.as_str().to_string()
-    } else {
-        format!("{}?{query}", path.as_str())
-    };
-    let mut forwarded_headers: Vec<Header> = headers
-        .iter()
-        .filter(|(name, _)| {
-            !HOP_BY_HOP.contains(&name.as_str()) && name.as_str() != META_OFFSET_HEADER
-        })
-        .map(|(name, value)| Header {
-            name: name.to_string(),
-            value: value.as_bytes().to_vec(),
-        })
-        .collect();
-    let applied = *cluster.broker.subscribe_meta_applied().borrow();
-    forwarded_headers.push(Header {
-        name: META_OFFSET_HEADER.to_string(),
-        value: applied.to_string().into_bytes(),
-    });
     let request = HttpRequest {
         method: method.to_string(),
-        path_and_query,
-        headers: forwarded_headers,
+        path_and_query: join_query(&path, &query),
+        headers: forwarded_headers(cluster, &headers),
         body: body.to_vec(),
         hops: hops + 1,
         client_address: String::new(),
@@ -347,6 +303,245 @@ async fn forward(
             ))
         })?
         .into_inner();
+    Ok(http_response(response))
+}
+
+/// A filter for WebSocket stream requests led elsewhere: it opens the
+/// stream on the leader over gRPC first, answers with the leader's error
+/// if the leader refused it, and otherwise upgrades and relays frames.
+pub fn forwarded_streams(cluster: Arc<Cluster>) -> BoxedFilter<(Response,)> {
+    // The route is decided before `warp::ws()` runs, because that filter
+    // takes the connection's upgrade for itself even when a later step
+    // rejects, and the local stream routes would then find none.
+    let decide = {
+        let cluster = Arc::clone(&cluster);
+        move |path: FullPath, query: String, headers: HeaderMap| {
+            let cluster = Arc::clone(&cluster);
+            async move {
+                let is_websocket = headers
+                    .get("upgrade")
+                    .and_then(|value| value.to_str().ok())
+                    .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+                if !is_websocket {
+                    return Err(warp::reject::not_found());
+                }
+                let hops = hops_of(&headers);
+                let outcome = match route_when_ready(&cluster, path.as_str(), hops).await {
+                    Route::Here | Route::Opening => return Err(warp::reject::not_found()),
+                    Route::Unavailable(message) => Outcome::Fail(ApiError {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        code: "unavailable",
+                        message,
+                    }),
+                    Route::Forward {
+                        key,
+                        broker,
+                        address,
+                    } => Outcome::Forward(Target {
+                        key,
+                        broker,
+                        address,
+                    }),
+                };
+                Ok((outcome, join_query(&path, &query), headers, hops))
+            }
+        }
+    };
+    warp::path::full()
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and_then(decide)
+        .untuple_one()
+        .and(warp::ws())
+        .then(
+            move |outcome: Outcome,
+                  path_and_query: String,
+                  headers: HeaderMap,
+                  hops: u32,
+                  ws: warp::ws::Ws| {
+                let cluster = Arc::clone(&cluster);
+                async move {
+                    let target = match outcome {
+                        Outcome::Forward(target) => target,
+                        Outcome::Fail(error) => return error.into_response(),
+                    };
+                    open_stream(&cluster, ws, &target, path_and_query, &headers, hops)
+                        .await
+                        .unwrap_or_else(ApiError::into_response)
+                }
+            },
+        )
+        .boxed()
+}
+
+async fn open_stream(
+    cluster: &Cluster,
+    ws: warp::ws::Ws,
+    target: &Target,
+    path_and_query: String,
+    headers: &HeaderMap,
+    hops: u32,
+) -> Result<Response, ApiError> {
+    use crate::cluster::proto::stream_frame::Frame;
+    use crate::cluster::proto::StreamFrame;
+    use futures_util::StreamExt;
+
+    let unavailable = |message: String| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "unavailable",
+        message,
+    };
+    let (sender, frames) = crate::cluster::streams::frame_channel();
+    let open = HttpRequest {
+        method: "GET".into(),
+        path_and_query,
+        headers: forwarded_headers(cluster, headers),
+        body: Vec::new(),
+        hops: hops + 1,
+        client_address: String::new(),
+    };
+    let _ = sender
+        .send(StreamFrame {
+            frame: Some(Frame::Open(open)),
+        })
+        .await;
+    let mut client = cluster
+        .peers
+        .forwarding(&target.address)
+        .map_err(|status| unavailable(status.message().to_string()))?;
+    let mut inbound = client
+        .forward_stream(frames)
+        .await
+        .map_err(|status| {
+            unavailable(format!(
+                "failed to open the stream on the leader, broker {}: {}; retry",
+                target.broker,
+                status.message()
+            ))
+        })?
+        .into_inner();
+    match inbound.next().await {
+        Some(Ok(StreamFrame {
+            frame: Some(Frame::Accepted(_)),
+        })) => {}
+        Some(Ok(StreamFrame {
+            frame: Some(Frame::Rejected(response)),
+        })) => return Ok(http_response(response)),
+        _ => {
+            return Err(unavailable(format!(
+                "the leader, broker {}, did not open the stream; retry",
+                target.broker
+            )))
+        }
+    }
+    Ok(ws
+        .on_upgrade(move |socket| relay_stream(socket, sender, inbound))
+        .into_response())
+}
+
+/// Relays one client WebSocket to and from the leader's gRPC stream until
+/// either side closes.
+async fn relay_stream(
+    socket: warp::ws::WebSocket,
+    sender: tokio::sync::mpsc::Sender<crate::cluster::proto::StreamFrame>,
+    mut inbound: tonic::Streaming<crate::cluster::proto::StreamFrame>,
+) {
+    use crate::cluster::proto::stream_frame::Frame;
+    use crate::cluster::proto::{StreamClose, StreamFrame};
+    use futures_util::{SinkExt, StreamExt};
+    use warp::ws::Message;
+
+    let (mut to_client, mut from_client) = socket.split();
+    let upstream = async {
+        while let Some(Ok(message)) = from_client.next().await {
+            let frame = if let Ok(text) = message.to_str() {
+                Frame::Text(text.to_string())
+            } else if message.is_close() {
+                let (code, reason) = message.close_frame().unwrap_or((1000, ""));
+                Frame::Close(StreamClose {
+                    code: code as u32,
+                    reason: reason.to_string(),
+                })
+            } else {
+                continue;
+            };
+            let closing = matches!(frame, Frame::Close(_));
+            if sender
+                .send(StreamFrame { frame: Some(frame) })
+                .await
+                .is_err()
+                || closing
+            {
+                return;
+            }
+        }
+    };
+    let downstream = async {
+        while let Some(Ok(frame)) = inbound.next().await {
+            let sent = match frame.frame {
+                Some(Frame::Text(text)) => to_client.send(Message::text(text)).await,
+                Some(Frame::Close(close)) => {
+                    let _ = to_client
+                        .send(Message::close_with(close.code as u16, close.reason))
+                        .await;
+                    return;
+                }
+                _ => Ok(()),
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+        let _ = to_client.close().await;
+    };
+    tokio::select! {
+        () = upstream => {}
+        () = downstream => {}
+    }
+}
+
+/// How many brokers forwarded the request so far.
+fn hops_of(headers: &HeaderMap) -> u32 {
+    headers
+        .get(HOPS_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u32>().ok())
+        .unwrap_or(0)
+}
+
+fn join_query(path: &FullPath, query: &str) -> String {
+    if query.is_empty() {
+        path.as_str().to_string()
+    } else {
+        format!("{}?{query}", path.as_str())
+    }
+}
+
+/// The client's headers to pass on, without the connection's own, plus
+/// this broker's `__meta` offset.
+fn forwarded_headers(cluster: &Cluster, headers: &HeaderMap) -> Vec<Header> {
+    let mut forwarded: Vec<Header> = headers
+        .iter()
+        .filter(|(name, _)| {
+            !HOP_BY_HOP.contains(&name.as_str())
+                && !name.as_str().starts_with("sec-websocket-")
+                && name.as_str() != META_OFFSET_HEADER
+        })
+        .map(|(name, value)| Header {
+            name: name.to_string(),
+            value: value.as_bytes().to_vec(),
+        })
+        .collect();
+    let applied = *cluster.broker.subscribe_meta_applied().borrow();
+    forwarded.push(Header {
+        name: META_OFFSET_HEADER.to_string(),
+        value: applied.to_string().into_bytes(),
+    });
+    forwarded
+}
+
+/// The leader's response as this broker's response.
+fn http_response(response: HttpResponse) -> Response {
     let mut reply = Response::new(response.body.into());
     *reply.status_mut() =
         StatusCode::from_u16(response.status as u16).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -361,5 +556,5 @@ async fn forward(
             reply.headers_mut().append(name, value);
         }
     }
-    Ok(reply.into_response())
+    reply
 }

@@ -61,7 +61,10 @@ pub fn routes(broker: Arc<Broker>, cluster: Option<Arc<Cluster>>) -> BoxedFilter
     };
     let metrics = Arc::clone(&context.metrics);
     let forwarded = match cluster {
-        Some(cluster) => forward::forwarded(&context, cluster),
+        Some(cluster) => forward::forwarded_streams(Arc::clone(&cluster))
+            .or(forward::forwarded(&context, cluster))
+            .unify()
+            .boxed(),
         // Rejects every request, so the local routes run.
         None => warp::any()
             .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })

@@ -9,6 +9,7 @@ pub mod peers;
 pub mod rpc;
 pub mod secret;
 pub mod state;
+pub mod streams;
 pub mod zk;
 
 pub use node::Cluster;

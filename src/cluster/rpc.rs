@@ -13,17 +13,18 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::cluster::leader;
 use crate::cluster::node::{error_to_failure, resource_id, Cluster};
 use crate::cluster::peers::SECRET_HEADER;
 use crate::cluster::proto::forwarding_server::{Forwarding, ForwardingServer};
 use crate::cluster::proto::replication_server::{Replication, ReplicationServer};
+use crate::cluster::proto::stream_frame::Frame;
 use crate::cluster::proto::{
     CommitMetaRequest, CommitMetaResponse, DescribeLogsRequest, DescribeLogsResponse, EpochEnd,
     EpochEndOffsetsRequest, EpochEndOffsetsResponse, FetchRequest, FetchResponse, Header,
     HttpRequest, HttpResponse, LogStatus, ReplicaError, StreamFrame,
 };
 use crate::cluster::secret::ClusterSecret;
+use crate::cluster::{leader, streams};
 use crate::meta::MetaEvent;
 
 /// Runs one REST request through this broker's routes.
@@ -247,11 +248,35 @@ impl Forwarding for Service {
 
     async fn forward_stream(
         &self,
-        _request: Request<tonic::Streaming<StreamFrame>>,
+        request: Request<tonic::Streaming<StreamFrame>>,
     ) -> Result<Response<Self::ForwardStreamStream>, Status> {
-        Err(Status::unimplemented(
-            "WebSocket streams are not forwarded between brokers yet",
-        ))
+        use futures_util::StreamExt;
+
+        let cluster = self.0.cluster()?;
+        let mut incoming = request.into_inner();
+        let open = match incoming.next().await {
+            Some(Ok(StreamFrame {
+                frame: Some(Frame::Open(open)),
+            })) => open,
+            _ => return Err(Status::invalid_argument("the first frame must be `open`")),
+        };
+        let config = cluster.broker.config();
+        if config.tls.is_some() {
+            // NOTE: the leader opens the stream on its own listener, which
+            // with TLS would need a client certificate check of itself.
+            return Err(Status::unimplemented(
+                "streams are not forwarded to a broker that serves REST over TLS; \
+                 connect to the leader directly",
+            ));
+        }
+        let (outgoing, frames) = streams::response_channel();
+        tokio::spawn(streams::serve_forwarded_stream(
+            config.listen,
+            open,
+            incoming,
+            outgoing,
+        ));
+        Ok(Response::new(Box::pin(frames)))
     }
 
     async fn commit_meta(
