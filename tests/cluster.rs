@@ -1031,3 +1031,114 @@ async fn streams_work_through_a_non_leader() {
         "acked through the relayed stream: {queue}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn joined_broker_gets_new_and_moved_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--replication-factor", "1", "--min-insync-replicas", "1"];
+    let Some(mut cluster) = TestCluster::start(dir.path(), 2, &args).await else {
+        return;
+    };
+    let alice = cluster.user("alice", 1).await;
+    create_topic(&alice, "old").await;
+    let old_key = cluster.topic_key(&alice, "old").await;
+    publish_acked(&cluster, &alice, "old", 0, 20).await;
+    let old_leader = cluster.leader_of(&alice, &old_key).await;
+
+    let joined = cluster.add_broker(&args);
+    cluster.wait_for_isr(&alice, "meta", 3).await;
+
+    // New resources are spread over the live brokers, the new one included.
+    let mut leaders = Vec::new();
+    for index in 0..3 {
+        let name = format!("new-{index}");
+        create_topic(&alice, &name).await;
+        let key = cluster.topic_key(&alice, &name).await;
+        leaders.push(cluster.leader_of(&alice, &key).await);
+    }
+    assert!(
+        leaders.contains(&joined),
+        "no new topic went to broker {joined}: leaders {leaders:?}"
+    );
+
+    // Moving the old topic to the new broker switches once it caught up.
+    let (status, body) = try_call(
+        &alice,
+        Method::POST,
+        "/v1/cluster/reassign",
+        Some(json!({"topic": "old", "replicas": [joined]})),
+    )
+    .await;
+    assert_eq!(status, Some(StatusCode::ACCEPTED), "reassign: {body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let description = cluster.describe(&alice).await.unwrap();
+        let resource = common::cluster::find_resource(&description, &old_key)
+            .unwrap()
+            .clone();
+        if resource["replicas"] == json!([joined]) && resource["leader"] == joined {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the move did not finish within 60 s: {resource}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stored = read_partition(&alice, "old", 0).await;
+    let numbers: Vec<i64> = stored
+        .iter()
+        .map(|(_, value)| value.as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        numbers,
+        (0..20).collect::<Vec<i64>>(),
+        "the moved topic kept every message"
+    );
+    publish_acked(&cluster, &alice, "old", 20, 5).await;
+
+    // The old replica's files go once it is no longer a replica.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let old_dir = cluster.data_dir(old_leader).join("topics");
+    while std::fs::read_dir(&old_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("old@"))
+        })
+        .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "broker {old_leader} kept the moved replica"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Bad requests get clear errors.
+    let (status, _) = try_call(
+        &alice,
+        Method::POST,
+        "/v1/cluster/reassign",
+        Some(json!({"topic": "old", "replicas": [99]})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        Some(StatusCode::BAD_REQUEST),
+        "a broker that does not exist"
+    );
+    let bob = cluster.user("bob", 1).await;
+    let (status, _) = try_call(
+        &bob,
+        Method::POST,
+        "/v1/cluster/reassign",
+        Some(json!({"topic": "old", "replicas": [1]})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        Some(StatusCode::FORBIDDEN),
+        "only the owner moves replicas"
+    );
+}

@@ -11,6 +11,7 @@ mod cluster;
 mod forward;
 mod grants;
 mod queues;
+mod reassign;
 mod streams;
 mod subscriptions;
 mod system;
@@ -84,6 +85,8 @@ pub fn routes(broker: Arc<Broker>, cluster: Option<Arc<Cluster>>) -> BoxedFilter
         .or(streams::routes(&context))
         .unify()
         .or(system::routes(&context))
+        .unify()
+        .or(reassign::routes(&context))
         .unify()
         .recover(error::recover)
         .unify()

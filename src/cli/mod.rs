@@ -144,6 +144,9 @@ pub enum Command {
 
     /// Show the brokers of the cluster and the partition leaders.
     Cluster,
+    /// Move the replicas of a topic or queue to other brokers of a
+    /// cluster, switching once the new replicas caught up.
+    Reassign(system::ReassignArgs),
     /// Check that the broker serves requests.
     Health,
     /// Print the broker's counters in the Prometheus text format.
@@ -216,6 +219,7 @@ async fn dispatch(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Grant(args) => system::grant(context, args, true).await,
         Command::Revoke(args) => system::grant(context, args, false).await,
         Command::Cluster => system::cluster(context).await,
+        Command::Reassign(args) => system::reassign(context, args).await,
         Command::Health => system::health(context).await,
         Command::Metrics => system::metrics(context).await,
         Command::Openapi => system::openapi(context).await,

@@ -63,6 +63,35 @@ pub async fn cluster(context: &Context) -> anyhow::Result<()> {
     print_json(&context.client()?.cluster().await?)
 }
 
+/// Options of `ferry reassign`.
+#[derive(Debug, Args)]
+pub struct ReassignArgs {
+    /// Kind of resource
+    #[arg(value_enum)]
+    kind: KindArg,
+
+    /// Topic or queue name
+    name: String,
+
+    /// Broker ids that should hold the replicas, comma-separated, the
+    /// preferred leader first
+    #[arg(long, value_delimiter = ',', required = true)]
+    replicas: Vec<u32>,
+}
+
+/// Moves the replicas of a topic or queue to other brokers.
+pub async fn reassign(context: &Context, args: ReassignArgs) -> anyhow::Result<()> {
+    let client = context.client()?;
+    let answer = client
+        .reassign(ResourceKind::from(args.kind), &args.name, &args.replicas)
+        .await?;
+    eprintln!(
+        "moving {} to brokers {:?}; `ferry cluster` shows when the replicas switched",
+        args.name, args.replicas
+    );
+    print_json(&answer)
+}
+
 /// Prints the health status from the first broker that responds.
 pub async fn health(context: &Context) -> anyhow::Result<()> {
     print_json(&context.anonymous_client()?.health().await?)

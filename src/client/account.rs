@@ -92,6 +92,29 @@ impl Client {
         self.call(Method::GET, &["v1", "cluster"], &[], None).await
     }
 
+    /// Moves the replicas of a topic or queue to `replicas`, the preferred
+    /// leader first: `POST /v1/cluster/reassign`. Returns once the target
+    /// is recorded; the move completes when the new replicas caught up.
+    pub async fn reassign(
+        &self,
+        kind: ResourceKind,
+        name: &str,
+        replicas: &[u32],
+    ) -> Result<serde_json::Value, ClientError> {
+        let field = match kind {
+            ResourceKind::Topic => "topic",
+            ResourceKind::Queue => "queue",
+        };
+        let body = serde_json::json!({ field: name, "replicas": replicas });
+        self.call(
+            Method::POST,
+            &["v1", "cluster", "reassign"],
+            &[],
+            Some(json_body(&body)),
+        )
+        .await
+    }
+
     /// Returns the OpenAPI description of the REST API: `GET
     /// /v1/openapi.json`.
     pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {

@@ -519,6 +519,9 @@ pub struct Cluster {
     /// Leader and replicas of every partition the caller can see.
     #[serde(default)]
     pub partitions: Vec<ClusterPartition>,
+    /// In a cluster: the ZooKeeper state of every resource, as JSON.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<serde_json::Value>,
 }
 
 /// One broker of the cluster.
@@ -543,15 +546,16 @@ pub struct ClusterPartition {
     pub topic: String,
     /// Partition number.
     pub partition: u32,
-    /// Broker id of the leader.
-    pub leader: u64,
+    /// Broker id of the leader; `None` while no leader is elected.
+    pub leader: Option<u64>,
     /// Leader epoch.
-    pub leader_epoch: u64,
+    pub leader_epoch: Option<u64>,
     /// Ids of the in-sync replicas.
     #[serde(default)]
-    pub isr: Vec<u64>,
-    /// Offset after the last message consumers may read.
-    pub high_watermark: u64,
+    pub isr: Option<Vec<u64>>,
+    /// Offset after the last message consumers may read; `None` when the
+    /// leader did not answer.
+    pub high_watermark: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,6 +18,7 @@ pub async fn run_once(cluster: &Cluster, view: &ClusterView) {
         ensure_meta(cluster, view).await?;
         create_missing(cluster, view).await?;
         remove_deleted(cluster, view).await?;
+        move_replicas(cluster, view).await?;
         elect_leaders(cluster, view).await
     }
     .await;
@@ -145,6 +146,60 @@ async fn remove_deleted(cluster: &Cluster, view: &ClusterView) -> Result<(), Clu
     });
     for (key, version) in deleted {
         cluster.coordinator.delete_resource(&key, version).await?;
+    }
+    Ok(())
+}
+
+/// Moves resources towards their target replicas: first every target
+/// becomes a replica (and starts following), then, once all of them are in
+/// sync, the replica list becomes the target and a leader outside it hands
+/// over to an in-sync target.
+async fn move_replicas(cluster: &Cluster, view: &ClusterView) -> Result<(), ClusterError> {
+    for (key, versioned) in &view.resources {
+        let state = &versioned.value;
+        let Some(target) = &state.target_replicas else {
+            continue;
+        };
+        let mut next = state.clone();
+        let missing: Vec<BrokerId> = target
+            .iter()
+            .copied()
+            .filter(|id| !state.replicas.contains(id))
+            .collect();
+        if !missing.is_empty() {
+            next.replicas.extend(missing);
+        } else if target.iter().all(|id| state.isr.contains(id)) {
+            next.replicas = target.clone();
+            next.isr = state
+                .isr
+                .iter()
+                .copied()
+                .filter(|id| target.contains(id))
+                .collect();
+            next.target_replicas = None;
+            if state.leader.is_none_or(|leader| !target.contains(&leader)) {
+                next.leader = next.isr.first().copied();
+                next.leader_epoch = state.leader_epoch + 1;
+            }
+        } else {
+            // The new replicas are still catching up.
+            continue;
+        }
+        info!(
+            resource = %key,
+            replicas = ?next.replicas,
+            leader = ?next.leader,
+            target = ?state.target_replicas,
+            "controller moves replicas"
+        );
+        match cluster
+            .coordinator
+            .update_resource(key, &next, versioned.version)
+            .await
+        {
+            Ok(_) | Err(ClusterError::Conflict) => {}
+            Err(err) => return Err(err),
+        }
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod follower;
 pub mod leader;
 pub mod node;
 pub mod peers;
+pub mod reassign;
 pub mod rpc;
 pub mod secret;
 pub mod state;

@@ -131,6 +131,7 @@ impl Cluster {
             if !state.replicas.contains(&me) {
                 self.stop_following(key).await;
                 self.stop_leading(key);
+                self.remove_moved_replica(&state.dir);
                 continue;
             }
             match state.leader {
@@ -257,6 +258,19 @@ impl Cluster {
         if let Some((_, handle)) = removed {
             handle.abort();
             let _ = handle.await;
+        }
+    }
+
+    /// Removes the local copy of a resource whose replicas no longer
+    /// include this broker (its replicas were moved elsewhere).
+    fn remove_moved_replica(&self, dir: &str) {
+        let path = self.broker.config().data_dir.join(dir);
+        if !path.exists() {
+            return;
+        }
+        info!(dir = %path.display(), "removing a replica moved to other brokers");
+        if let Err(err) = std::fs::remove_dir_all(&path) {
+            warn!(dir = %path.display(), error = %err, "failed to remove directory");
         }
     }
 

@@ -42,6 +42,20 @@ impl TestCluster {
         Some(cluster)
     }
 
+    /// Starts one more broker, with the next id, and returns its id.
+    pub fn add_broker(&mut self, extra_args: &[&str]) -> u32 {
+        let id = self.brokers.len() + 1;
+        let broker = start_broker(
+            &self.dir,
+            id,
+            &self.zookeeper.connect_string(),
+            &self.dir.join("cluster-secret"),
+            extra_args,
+        );
+        self.brokers.push(broker);
+        id as u32
+    }
+
     /// REST URLs of the running brokers.
     pub fn urls(&self) -> Vec<String> {
         self.brokers
