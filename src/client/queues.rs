@@ -51,18 +51,27 @@ impl Client {
         queue: &str,
         messages: &[NewMessage],
     ) -> Result<Vec<PartitionOffset>, ClientError> {
-        self.send_body(queue, json_body(&MessagesOut { messages }))
+        self.send_body(queue, json_body(&MessagesOut { messages }), None)
             .await
     }
 
     /// Sends an already encoded `{"messages": [...]}` body to a queue.
+    /// `acks` is `all`, `leader` or `none`; `None` leaves the broker's
+    /// default (`all`).
     pub async fn send_body(
         &self,
         queue: &str,
         body: Bytes,
+        acks: Option<&str>,
     ) -> Result<Vec<PartitionOffset>, ClientError> {
         let segments = ["v1", "queues", queue, "messages"];
-        let offsets: Offsets = self.call(Method::POST, &segments, &[], Some(body)).await?;
+        let query: Vec<(&str, String)> = acks
+            .map(|acks| ("acks", acks.to_string()))
+            .into_iter()
+            .collect();
+        let offsets: Offsets = self
+            .call(Method::POST, &segments, &query, Some(body))
+            .await?;
         Ok(offsets.offsets)
     }
 

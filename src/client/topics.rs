@@ -53,19 +53,28 @@ impl Client {
         topic: &str,
         messages: &[NewMessage],
     ) -> Result<Vec<PartitionOffset>, ClientError> {
-        self.publish_body(topic, json_body(&MessagesOut { messages }))
+        self.publish_body(topic, json_body(&MessagesOut { messages }), None)
             .await
     }
 
     /// Publishes an already encoded `{"messages": [...]}` body, for callers
     /// that send the same batch many times.
+    /// `acks` is `all`, `leader` or `none`; `None` leaves the broker's
+    /// default (`all`).
     pub async fn publish_body(
         &self,
         topic: &str,
         body: Bytes,
+        acks: Option<&str>,
     ) -> Result<Vec<PartitionOffset>, ClientError> {
         let segments = ["v1", "topics", topic, "messages"];
-        let offsets: Offsets = self.call(Method::POST, &segments, &[], Some(body)).await?;
+        let query: Vec<(&str, String)> = acks
+            .map(|acks| ("acks", acks.to_string()))
+            .into_iter()
+            .collect();
+        let offsets: Offsets = self
+            .call(Method::POST, &segments, &query, Some(body))
+            .await?;
         Ok(offsets.offsets)
     }
 

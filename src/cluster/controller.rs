@@ -12,7 +12,7 @@ use crate::cluster::state::{resource_key, BrokerId, ClusterView, ResourceState, 
 use crate::cluster::ClusterError;
 use crate::meta::ResourceKind;
 
-/// One round of the controller's work on `view`.
+/// Runs one round of the controller's work on `view`.
 pub async fn run_once(cluster: &Cluster, view: &ClusterView) {
     let result = async {
         ensure_meta(cluster, view).await?;

@@ -23,7 +23,7 @@ const FETCH_MAX_BYTES: u32 = 4 << 20;
 /// Pause before retrying after an error.
 const RETRY_DELAY: Duration = Duration::from_millis(200);
 
-/// What a follower task follows.
+/// The resource and leader a follower task follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowerTarget {
     /// Resource key in ZooKeeper.
@@ -40,7 +40,7 @@ pub struct FollowerTarget {
     pub leader_epoch: u32,
 }
 
-/// Why a fetch loop ended.
+/// The reason a fetch loop ended.
 enum Restart {
     /// The logs must be checked for divergence again.
     Truncate,
@@ -85,8 +85,8 @@ fn open_logs(
     let broker_config = cluster.broker.config();
     let dir = broker_config.data_dir.join(&target.dir);
     // NOTE: followers use the broker's segment size for every log, so their
-    // segments may roll at other offsets than the leader's; offsets and
-    // bytes of records are the same.
+    // segments may roll at other offsets than the leader's. Offsets and
+    // record bytes are the same.
     let config = LogConfig {
         segment_bytes: broker_config.segment_bytes,
         ..LogConfig::default()

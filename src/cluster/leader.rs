@@ -1,4 +1,4 @@
-//! The leader's side of replication: answering followers' fetches, and
+//! The leader's side of replication: serving followers' fetches, and
 //! shrinking and expanding the in-sync replicas from their progress.
 
 use std::collections::HashMap;
@@ -24,10 +24,10 @@ const ISR_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// broker that stopped.
 const RECENT_FETCH: Duration = Duration::from_secs(2);
 
-/// Longest wait a fetch may ask for.
+/// Maximum wait a fetch may ask for.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(5);
 
-/// What the leader saw of one follower.
+/// The leader's record of one follower.
 #[derive(Debug, Clone, Copy)]
 struct FollowerStatus {
     /// Last fetch at which the follower had every log up to its end.
@@ -108,7 +108,7 @@ impl LeaderProgress {
     }
 }
 
-/// Answers a follower's fetch: records its progress, waits up to
+/// Handles a follower's fetch: records its progress, waits up to
 /// `max_wait_ms` when it has everything, and returns the records after its
 /// offsets up to the log end offset.
 pub async fn handle_fetch(cluster: &Cluster, request: FetchRequest) -> FetchResponse {

@@ -68,7 +68,9 @@ impl Peers {
                 Status::invalid_argument(format!("invalid broker address {address}: {err}"))
             })?
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .initial_stream_window_size(crate::cluster::rpc::WINDOW_BYTES)
+            .initial_connection_window_size(crate::cluster::rpc::WINDOW_BYTES * 2);
         let channel = endpoint.connect_lazy();
         channels.insert(address.to_string(), channel.clone());
         Ok(channel)

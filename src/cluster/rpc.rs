@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::net::TcpListener;
+
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -33,6 +34,10 @@ pub type HttpHandler = Arc<
         + Send
         + Sync,
 >;
+
+/// HTTP/2 flow-control window per stream: one fetch response carries up
+/// to a few MiB, which the 64 KiB default would cut into many round trips.
+pub const WINDOW_BYTES: u32 = 8 << 20;
 
 /// Header that tells the REST routes how many brokers forwarded a request.
 pub const HOPS_HEADER: &str = "x-ferry-forwarded-hops";
@@ -89,11 +94,23 @@ pub async fn bind(
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     let forwarding = tonic::service::interceptor::InterceptedService::new(forwarding, check);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // The builder's TCP_NODELAY applies only to listeners it binds itself.
+    // Without it, Nagle's algorithm and delayed ACKs held small HTTP/2
+    // frames for about 40 ms each, which made every replication round
+    // take about 88 ms under load.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |stream| {
+            stream.inspect(|stream| {
+                let _ = stream.set_nodelay(true);
+            })
+        },
+    );
     info!(grpc = %local, "gRPC listening");
     let serve = async move {
         let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+            .initial_stream_window_size(WINDOW_BYTES)
+            .initial_connection_window_size(WINDOW_BYTES * 2)
             .add_service(replication)
             .add_service(forwarding)
             .serve_with_incoming(incoming)

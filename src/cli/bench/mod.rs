@@ -66,6 +66,16 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     partitions: u32,
 
+    /// Replication factor of a topic the benchmark creates, for a cluster
+    /// [default: the broker's]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=7))]
+    replication_factor: Option<u32>,
+
+    /// When each request is acknowledged: `all`, `leader` or `none`
+    /// [default: the broker's, `all`]
+    #[arg(long, value_parser = ["all", "leader", "none"])]
+    acks: Option<String>,
+
     /// Send to a queue instead of publishing to a topic
     #[arg(long)]
     queue: bool,
@@ -189,6 +199,7 @@ async fn create_target(
     } else {
         let request = CreateTopic {
             partitions: Some(args.partitions),
+            replication_factor: args.replication_factor,
             ..CreateTopic::named(&name)
         };
         client.create_topic(&request).await.map(|_| ())
@@ -239,6 +250,7 @@ async fn measure(
             batch: args.batch,
             size: args.size,
             deadline,
+            acks: args.acks.clone(),
         };
         workers.spawn(work.run());
     }
@@ -292,6 +304,8 @@ struct Work {
     batch: u64,
     size: usize,
     deadline: Instant,
+    /// The `acks` query parameter, if given.
+    acks: Option<String>,
 }
 
 impl Work {
@@ -322,8 +336,16 @@ impl Work {
             let sent = Instant::now();
             let request = async {
                 match &self.target {
-                    Target::Topic(topic) => self.client.publish_body(topic, body).await,
-                    Target::Queue(queue) => self.client.send_body(queue, body).await,
+                    Target::Topic(topic) => {
+                        self.client
+                            .publish_body(topic, body, self.acks.as_deref())
+                            .await
+                    }
+                    Target::Queue(queue) => {
+                        self.client
+                            .send_body(queue, body, self.acks.as_deref())
+                            .await
+                    }
                 }
             };
             let timeout_at = tokio::time::Instant::from_std(self.deadline + REQUEST_GRACE);
