@@ -15,11 +15,19 @@ use super::{Api, BrokerProcess};
 /// leadership after about this long.
 pub const SESSION_TIMEOUT_MS: u64 = 3000;
 
+/// Lets one test cluster run at a time: a ZooKeeper server and three
+/// brokers per test already fill two cores, and a starved broker would
+/// miss its 3-second ZooKeeper session.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A ZooKeeper server and its brokers; broker `i` has id `i + 1`.
 pub struct TestCluster {
     pub zookeeper: ZooKeeperProcess,
     pub brokers: Vec<BrokerProcess>,
     pub dir: PathBuf,
+    /// Held while the cluster runs; the last field, so it is released
+    /// after the processes above were killed.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl TestCluster {
@@ -27,6 +35,7 @@ impl TestCluster {
     /// every broker is a live, in-sync replica of `__meta`. Returns `None`
     /// when ZooKeeper is not installed (outside CI).
     pub async fn start(dir: &Path, count: usize, extra_args: &[&str]) -> Option<TestCluster> {
+        let turn = ONE_AT_A_TIME.lock().await;
         let zookeeper = ZooKeeperProcess::start(&dir.join("zookeeper"))?;
         let secret = dir.join("cluster-secret");
         std::fs::write(&secret, "test-cluster-secret-0123456789abcdef").unwrap();
@@ -37,6 +46,7 @@ impl TestCluster {
             zookeeper,
             brokers,
             dir: dir.to_path_buf(),
+            _turn: turn,
         };
         cluster.wait_for_meta_isr(count).await;
         Some(cluster)
