@@ -94,22 +94,9 @@ pub fn forwarded(context: &Context, cluster: Arc<Cluster>) -> BoxedFilter<(Respo
                     )
                     .await;
                 }
-                let outcome = match route_when_ready(&cluster, path.as_str(), hops).await {
-                    Route::Here | Route::Opening => return Err(warp::reject::not_found()),
-                    Route::Unavailable(message) => Outcome::Fail(ApiError {
-                        status: StatusCode::SERVICE_UNAVAILABLE,
-                        code: "unavailable",
-                        message,
-                    }),
-                    Route::Forward {
-                        key,
-                        broker,
-                        address,
-                    } => Outcome::Forward(Target {
-                        key,
-                        broker,
-                        address,
-                    }),
+                let Some(outcome) = outcome(route_when_ready(&cluster, path.as_str(), hops).await)
+                else {
+                    return Err(warp::reject::not_found());
                 };
                 Ok((outcome, hops, headers))
             }
@@ -163,6 +150,27 @@ fn body_or_error(
                 None => Err(rejection),
             }
         })
+}
+
+/// What happens to a request routed as `route`; `None` when it runs here.
+fn outcome(route: Route) -> Option<Outcome> {
+    match route {
+        Route::Here | Route::Opening => None,
+        Route::Unavailable(message) => Some(Outcome::Fail(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message,
+        })),
+        Route::Forward {
+            key,
+            broker,
+            address,
+        } => Some(Outcome::Forward(Target {
+            key,
+            broker,
+            address,
+        })),
+    }
 }
 
 /// Routes a request; when this broker is the leader but has not opened
@@ -326,22 +334,9 @@ pub fn forwarded_streams(cluster: Arc<Cluster>) -> BoxedFilter<(Response,)> {
                     return Err(warp::reject::not_found());
                 }
                 let hops = hops_of(&headers);
-                let outcome = match route_when_ready(&cluster, path.as_str(), hops).await {
-                    Route::Here | Route::Opening => return Err(warp::reject::not_found()),
-                    Route::Unavailable(message) => Outcome::Fail(ApiError {
-                        status: StatusCode::SERVICE_UNAVAILABLE,
-                        code: "unavailable",
-                        message,
-                    }),
-                    Route::Forward {
-                        key,
-                        broker,
-                        address,
-                    } => Outcome::Forward(Target {
-                        key,
-                        broker,
-                        address,
-                    }),
+                let Some(outcome) = outcome(route_when_ready(&cluster, path.as_str(), hops).await)
+                else {
+                    return Err(warp::reject::not_found());
                 };
                 Ok((outcome, join_query(&path, &query), headers, hops))
             }

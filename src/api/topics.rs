@@ -55,7 +55,7 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
                 .broker
                 .list_topics(&principal)
                 .iter()
-                .map(topic_json)
+                .map(|view| topic_json(&context, view))
                 .collect();
             json(StatusCode::OK, &json_value!({ "topics": topics }))
         });
@@ -80,7 +80,7 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
                     message_ttl_ms: request.message_ttl_ms,
                 };
                 let view = context.broker.create_topic(&principal, request).await?;
-                Ok(json(StatusCode::CREATED, &topic_json(&view)))
+                Ok(json(StatusCode::CREATED, &topic_json(&context, &view)))
             })
         });
 
@@ -91,7 +91,7 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
         .then(|name: String, context: Context, principal: Principal| {
             respond(async move {
                 let view = context.broker.describe_topic(&principal, &name)?;
-                Ok(json(StatusCode::OK, &topic_json(&view)))
+                Ok(json(StatusCode::OK, &topic_json(&context, &view)))
             })
         });
 
@@ -215,8 +215,19 @@ pub(crate) fn bounded(
     Ok(value)
 }
 
-fn topic_json(view: &TopicView) -> Value {
+fn topic_json(context: &Context, view: &TopicView) -> Value {
     let spec = &view.spec;
+    // A single broker leads everything as broker 0 in epoch 0.
+    let (leader, leader_epoch) = match &context.cluster {
+        Some(cluster) => {
+            let key = crate::cluster::state::resource_key("topic", spec.id);
+            match cluster.coordinator.view().leader_of(&key) {
+                Some((leader, epoch)) => (json_value!(leader), json_value!(epoch)),
+                None => (Value::Null, Value::Null),
+            }
+        }
+        None => (json_value!(0), json_value!(0)),
+    };
     let partitions: Vec<Value> = view
         .partitions
         .iter()
@@ -225,8 +236,8 @@ fn topic_json(view: &TopicView) -> Value {
                 "partition": partition.partition,
                 "start_offset": partition.start_offset,
                 "end_offset": partition.end_offset,
-                "leader": 0,
-                "leader_epoch": 0,
+                "leader": leader,
+                "leader_epoch": leader_epoch,
             })
         })
         .collect();

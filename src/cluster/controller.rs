@@ -192,14 +192,7 @@ async fn move_replicas(cluster: &Cluster, view: &ClusterView) -> Result<(), Clus
             target = ?state.target_replicas,
             "controller moves replicas"
         );
-        match cluster
-            .coordinator
-            .update_resource(key, &next, versioned.version)
-            .await
-        {
-            Ok(_) | Err(ClusterError::Conflict) => {}
-            Err(err) => return Err(err),
-        }
+        write_state(cluster, key, &next, versioned.version).await?;
     }
     Ok(())
 }
@@ -261,16 +254,28 @@ async fn elect_leaders(cluster: &Cluster, view: &ClusterView) -> Result<(), Clus
             isr = ?next.isr,
             "controller changes leadership"
         );
-        match cluster
-            .coordinator
-            .update_resource(key, &next, versioned.version)
-            .await
-        {
-            Ok(_) | Err(ClusterError::Conflict) => {}
-            Err(err) => return Err(err),
-        }
+        write_state(cluster, key, &next, versioned.version).await?;
     }
     Ok(())
+}
+
+/// Writes `next` if the state is still at `version`. Losing to another
+/// write is no error: the next view shows the winner, and the next round
+/// starts from there.
+async fn write_state(
+    cluster: &Cluster,
+    key: &str,
+    next: &ResourceState,
+    version: i32,
+) -> Result<(), ClusterError> {
+    match cluster
+        .coordinator
+        .update_resource(key, next, version)
+        .await
+    {
+        Ok(_) | Err(ClusterError::Conflict) => Ok(()),
+        Err(err) => Err(err),
+    }
 }
 
 #[cfg(test)]
