@@ -36,6 +36,9 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(40);
 /// through one broker is known on the broker that leads it.
 const META_OFFSET_HEADER: &str = "x-ferry-meta-offset";
 
+/// How long a request waits for a resource without a leader to get one.
+const LEADERLESS_WAIT: Duration = Duration::from_secs(2);
+
 /// Headers that belong to one connection and are not forwarded.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -55,6 +58,9 @@ enum Route {
     Here,
     /// This broker leads the resource but has not opened it yet.
     Opening,
+    /// The resource has no leader in this broker's view, with the message
+    /// for the client if that lasts.
+    Leaderless(String),
     Forward {
         key: String,
         broker: u32,
@@ -156,7 +162,7 @@ fn body_or_error(
 fn outcome(route: Route) -> Option<Outcome> {
     match route {
         Route::Here | Route::Opening => None,
-        Route::Unavailable(message) => Some(Outcome::Fail(ApiError {
+        Route::Unavailable(message) | Route::Leaderless(message) => Some(Outcome::Fail(ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "unavailable",
             message,
@@ -176,15 +182,19 @@ fn outcome(route: Route) -> Option<Outcome> {
 /// Routes a request; when this broker is the leader but has not opened
 /// the resource yet (the controller just assigned it), waits for that.
 async fn route_when_ready(cluster: &Cluster, path: &str, hops: u32) -> Route {
-    let deadline = tokio::time::Instant::now() + METADATA_WAIT;
+    let start = tokio::time::Instant::now();
     loop {
+        let waited = start.elapsed();
         match route(cluster, path, hops) {
-            Route::Opening if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            Route::Opening if waited < METADATA_WAIT => {}
             Route::Opening => return Route::Here,
+            // An election usually ends within a fetch round or two, so a
+            // short wait spares the client a 503.
+            Route::Leaderless(_) if waited < LEADERLESS_WAIT => {}
+            Route::Leaderless(message) => return Route::Unavailable(message),
             route => return route,
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -212,7 +222,7 @@ fn route(cluster: &Cluster, path: &str, hops: u32) -> Route {
         if id.is_none() {
             return Route::Here;
         }
-        return Route::Unavailable(format!(
+        return Route::Leaderless(format!(
             "{kind} `{name}` has no leader at the moment (the controller is \
              assigning or electing one); retry"
         ));
