@@ -120,6 +120,9 @@ async fn join_cluster(
 ) -> Result<ClusterParts, ServerError> {
     let secret = ClusterSecret::load(&settings.secret_file)
         .map_err(|err| ServerError::Cluster(err.to_string()))?;
+    crate::cluster::zk::verify_secret(settings, &secret.verifier)
+        .await
+        .map_err(|err| ServerError::Cluster(err.to_string()))?;
     let rpc = Arc::new(RpcState::default());
     let (grpc_address, serve_grpc) = rpc::bind(settings.grpc_listen, &secret, Arc::clone(&rpc))
         .await

@@ -101,6 +101,11 @@ async fn accounts(anonymous: &Api) {
     assert_error(&malformed, StatusCode::BAD_REQUEST, "invalid_argument");
     let empty = anonymous.call_raw(Method::POST, "/v1/users", "").await;
     assert_error(&empty, StatusCode::BAD_REQUEST, "invalid_argument");
+    // An array with the fields in order is not an object.
+    let array = anonymous
+        .call_raw(Method::POST, "/v1/users", r#"["arrayuser", "long enough"]"#)
+        .await;
+    assert_error(&array, StatusCode::BAD_REQUEST, "invalid_argument");
     let unicode = register(json!({"username": "zoë", "password": "long enough"})).await;
     assert_error(&unicode, StatusCode::BAD_REQUEST, "invalid_argument");
 

@@ -1045,9 +1045,23 @@ async fn joined_broker_gets_new_and_moved_replicas() {
     let old_key = cluster.topic_key(&alice, "old").await;
     publish_acked(&cluster, &alice, "old", 0, 20).await;
     let old_leader = cluster.leader_of(&alice, &old_key).await;
+    // Created with two live brokers, so it starts with two replicas.
+    let (status, body) = try_call(
+        &alice,
+        Method::POST,
+        "/v1/topics",
+        Some(json!({"name": "grow", "replication_factor": 3})),
+    )
+    .await;
+    assert_eq!(status, Some(StatusCode::CREATED), "create grow: {body}");
+    let grow_key = cluster.topic_key(&alice, "grow").await;
+    let grow = cluster.wait_for_isr(&alice, &grow_key, 2).await;
+    assert_eq!(grow["replicas"].as_array().unwrap().len(), 2);
 
     let joined = cluster.add_broker(&args);
     cluster.wait_for_isr(&alice, "meta", 3).await;
+    // The joined broker tops the topic up to its replication factor.
+    cluster.wait_for_isr(&alice, &grow_key, 3).await;
 
     // New resources are spread over the live brokers, the new one included.
     let mut leaders = Vec::new();
@@ -1116,6 +1130,39 @@ async fn joined_broker_gets_new_and_moved_replicas() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // The first broker of the list becomes the leader.
+    let (status, body) = try_call(
+        &alice,
+        Method::POST,
+        "/v1/cluster/reassign",
+        Some(json!({"topic": "old", "replicas": [1, joined]})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        Some(StatusCode::ACCEPTED),
+        "second reassign: {body}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let description = cluster.describe(&alice).await.unwrap();
+        let resource = common::cluster::find_resource(&description, &old_key)
+            .unwrap()
+            .clone();
+        if resource["target_replicas"].is_null() && resource["replicas"] == json!([1, joined]) {
+            assert_eq!(
+                resource["leader"], 1,
+                "the preferred leader leads: {resource}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second move did not finish within 60 s: {resource}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // Bad requests get clear errors.
     let (status, _) = try_call(
         &alice,
@@ -1142,4 +1189,51 @@ async fn joined_broker_gets_new_and_moved_replicas() {
         Some(StatusCode::FORBIDDEN),
         "only the owner moves replicas"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_with_other_secret_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(cluster) = TestCluster::start(dir.path(), 1, &[]).await else {
+        return;
+    };
+    let secret = dir.path().join("other-secret");
+    std::fs::write(&secret, "another-secret-0123456789abcdef").unwrap();
+    let output = tokio::task::spawn_blocking({
+        let zookeeper = cluster.zookeeper.connect_string();
+        let data_dir = dir.path().join("intruder");
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+                .arg("serve")
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
+                .args(["--zookeeper", &zookeeper, "--broker-id", "9"])
+                .arg("--cluster-secret-file")
+                .arg(&secret)
+                .env("FERRY_LOG", "warn")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "a broker with another secret started"
+    );
+    assert!(
+        stderr.contains("differs from the secret of the cluster"),
+        "unclear error: {stderr}"
+    );
+    let api = cluster.user("alice", 1).await;
+    let description = cluster.describe(&api).await.unwrap();
+    let brokers: Vec<u64> = description["brokers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|broker| broker["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(brokers, vec![1], "the other broker never registered");
 }

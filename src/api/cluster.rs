@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::broker::Principal;
+use crate::cluster::node::resource_id;
 use crate::cluster::proto::{DescribeLogsRequest, LogStatus};
 use crate::cluster::rpc::describe_local_logs;
 use crate::cluster::state::resource_key;
@@ -51,9 +52,29 @@ pub async fn describe(cluster: &Cluster, principal: &Principal) -> Value {
         .values()
         .map(|info| json!({"id": info.id, "rest": info.rest, "grpc": info.grpc, "alive": true}))
         .collect();
+    // Private topics and queues stay hidden from users who cannot see them.
+    let visible = |key: &str| -> bool {
+        let Some(id) = resource_id(key) else {
+            return true;
+        };
+        cluster.broker.with_catalog(|catalog| {
+            catalog
+                .topics()
+                .find(|topic| topic.spec.id == id)
+                .map(|topic| topic.is_visible_to(&principal.username))
+                .or_else(|| {
+                    catalog
+                        .queues()
+                        .find(|queue| queue.spec.id == id)
+                        .map(|queue| queue.is_visible_to(&principal.username))
+                })
+                .unwrap_or(false)
+        })
+    };
     let resources: Vec<Value> = view
         .resources
         .iter()
+        .filter(|(key, _)| visible(key))
         .map(|(key, versioned)| {
             let state = &versioned.value;
             let logs: Vec<Value> = state
@@ -75,6 +96,7 @@ pub async fn describe(cluster: &Cluster, principal: &Principal) -> Value {
                 "leader": state.leader,
                 "leader_epoch": state.leader_epoch,
                 "isr": state.isr,
+                "target_replicas": state.target_replicas,
                 "logs": logs,
             })
         })

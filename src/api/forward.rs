@@ -34,6 +34,9 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(40);
 /// Header with the `__meta` offset the forwarding broker's catalog had
 /// applied: the leader first catches up to it, so a resource created
 /// through one broker is known on the broker that leads it.
+// NOTE: a client can send this header and the hops header itself. That only
+// affects its own request: a wait of at most `METADATA_WAIT`, or a 503
+// instead of a forward.
 const META_OFFSET_HEADER: &str = "x-ferry-meta-offset";
 
 /// How long a request waits for a resource without a leader to get one.
@@ -310,13 +313,15 @@ async fn forward(
     let response = response
         .map_err(|_| {
             unavailable(format!(
-                "the leader at {address} did not answer within {} s; retry",
+                "the leader, broker {}, at {address} did not answer within {} s; retry",
+                target.broker,
                 FORWARD_TIMEOUT.as_secs()
             ))
         })?
         .map_err(|status| {
             unavailable(format!(
-                "failed to reach the leader at {address}: {}; retry",
+                "failed to reach the leader, broker {}, at {address}: {}; retry",
+                target.broker,
                 status.message()
             ))
         })?
@@ -497,7 +502,13 @@ async fn relay_stream(
                 return;
             }
         }
-        let _ = to_client.close().await;
+        // The leader went away without closing the stream.
+        let _ = to_client
+            .send(Message::close_with(
+                1011u16,
+                "the leader of this stream stopped; reconnect",
+            ))
+            .await;
     };
     tokio::select! {
         () = upstream => {}

@@ -22,6 +22,15 @@ pub fn parse_json<'de, T: Deserialize<'de>>(body: &'de Bytes) -> Result<T, ApiEr
             "request body is empty; expected a JSON object",
         ));
     }
+    // serde accepts an array for a struct (its fields in order), which the
+    // API does not: every body is an object.
+    let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first.is_some_and(|byte| *byte != b'{') {
+        return Err(ApiError::invalid(
+            "body",
+            "expected a JSON object, like {\"name\": ...}",
+        ));
+    }
     match serde_json::from_slice(body) {
         Ok(value) => Ok(value),
         Err(err) => Err(describe_parse_error::<T>(body, err)),

@@ -252,7 +252,7 @@ impl DurableLog {
         if self.shared.fenced.load(Ordering::SeqCst) {
             return Err(BrokerError::Unavailable(format!(
                 "this broker does not lead {}; retry, the cluster routes the request to the leader",
-                self.dir.display()
+                self.name()
             )));
         }
         Ok(())
@@ -285,12 +285,12 @@ impl DurableLog {
             Ok(_) => Err(BrokerError::Unavailable(format!(
                 "this broker stopped leading {} before the replicas confirmed the write; \
                  it may or may not be stored, retry",
-                self.dir.display()
+                self.name()
             ))),
             Err(_) => Err(BrokerError::Unavailable(format!(
                 "the replicas of {} did not confirm the write within {} s; \
                  it may or may not be stored, retry",
-                self.dir.display(),
+                self.name(),
                 REPLICATION_TIMEOUT.as_secs()
             ))),
         }
@@ -366,6 +366,14 @@ impl DurableLog {
     /// Next offset to be assigned.
     pub fn log_end_offset(&self) -> u64 {
         self.shared.log.log_end_offset()
+    }
+
+    /// The log's directory relative to the data directory, for messages to
+    /// clients: `topics/orders@12/0`. Its last three components.
+    pub fn name(&self) -> String {
+        let components: Vec<_> = self.dir.components().rev().take(3).collect();
+        let name: PathBuf = components.into_iter().rev().collect();
+        name.display().to_string()
     }
 
     /// The directory of this partition.

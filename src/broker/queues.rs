@@ -179,6 +179,12 @@ impl Broker {
         write_lock(&self.queues).remove(name);
         // Long polls and streams wake up, find the queue gone and end.
         queue.changed.notify_waiters();
+        if self.cluster_hooks().is_some() {
+            // Followers stop replicating a deleted queue, so a send that
+            // raced the deletion would wait for them in vain.
+            queue.messages.fence();
+            queue.state_log.fence();
+        }
         // In a cluster the brokers remove the files once their catalog
         // shows the deletion.
         if self.cluster_hooks().is_none() {

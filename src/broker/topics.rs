@@ -259,6 +259,13 @@ impl Broker {
         write_lock(&self.groups).retain(|(topic, _), _| topic != name);
         // Long polls and streams wake up, find the topic gone and end.
         topic.appended.notify_waiters();
+        if self.cluster_hooks().is_some() {
+            // Followers stop replicating a deleted topic, so a publish that
+            // raced the deletion would wait for them in vain.
+            for log in topic.logs() {
+                log.fence();
+            }
+        }
         // In a cluster the brokers remove the files once their catalog
         // shows the deletion.
         if self.cluster_hooks().is_none() {

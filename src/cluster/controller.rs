@@ -17,6 +17,7 @@ pub async fn run_once(cluster: &Cluster, view: &ClusterView) {
     let result = async {
         ensure_meta(cluster, view).await?;
         create_missing(cluster, view).await?;
+        top_up_replicas(cluster, view).await?;
         remove_deleted(cluster, view).await?;
         move_replicas(cluster, view).await?;
         elect_leaders(cluster, view).await
@@ -127,7 +128,52 @@ fn new_state(dir: String, logs: Vec<String>, replicas: Vec<BrokerId>) -> Resourc
         isr: replicas.clone(),
         replicas,
         target_replicas: None,
+        moved: false,
     }
+}
+
+/// Adds live brokers as replicas of topics and queues created while fewer
+/// brokers were live than their replication factor asks for. The new
+/// replicas catch up as followers and join the ISR like any other.
+async fn top_up_replicas(cluster: &Cluster, view: &ClusterView) -> Result<(), ClusterError> {
+    let live = live_brokers(view);
+    let default_factor = cluster.config.replication_factor as usize;
+    let factors: Vec<(String, usize)> = cluster.broker.with_catalog(|catalog| {
+        let topics = catalog.topics().map(|topic| {
+            (
+                resource_key("topic", topic.spec.id),
+                topic.spec.replication_factor as usize,
+            )
+        });
+        let queues = catalog
+            .queues()
+            .map(|queue| (resource_key("queue", queue.spec.id), default_factor));
+        topics.chain(queues).collect()
+    });
+    for (key, factor) in factors {
+        let Some(versioned) = view.resources.get(&key) else {
+            continue;
+        };
+        let state = &versioned.value;
+        if state.moved || state.target_replicas.is_some() || state.replicas.len() >= factor {
+            continue;
+        }
+        let id = resource_id(&key).unwrap_or(0);
+        let mut next = state.clone();
+        for candidate in pick_replicas(&live, live.len(), id) {
+            if next.replicas.len() >= factor {
+                break;
+            }
+            if !next.replicas.contains(&candidate) {
+                next.replicas.push(candidate);
+            }
+        }
+        if next.replicas != state.replicas {
+            info!(resource = %key, replicas = ?next.replicas, "controller adds replicas up to the replication factor");
+            write_state(cluster, &key, &next, versioned.version).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Deletes the state of topics and queues the catalog saw deleted.
@@ -152,8 +198,8 @@ async fn remove_deleted(cluster: &Cluster, view: &ClusterView) -> Result<(), Clu
 
 /// Moves resources towards their target replicas: first every target
 /// becomes a replica (and starts following), then, once all of them are in
-/// sync, the replica list becomes the target and a leader outside it hands
-/// over to an in-sync target.
+/// sync, the replica list becomes the target and the first target, the
+/// preferred leader, takes over the leadership.
 async fn move_replicas(cluster: &Cluster, view: &ClusterView) -> Result<(), ClusterError> {
     for (key, versioned) in &view.resources {
         let state = &versioned.value;
@@ -177,8 +223,11 @@ async fn move_replicas(cluster: &Cluster, view: &ClusterView) -> Result<(), Clus
                 .filter(|id| target.contains(id))
                 .collect();
             next.target_replicas = None;
-            if state.leader.is_none_or(|leader| !target.contains(&leader)) {
-                next.leader = next.isr.first().copied();
+            next.moved = true;
+            // The first target is the preferred leader, and it is in sync.
+            let preferred = target.first().copied();
+            if preferred.is_some() && state.leader != preferred {
+                next.leader = preferred;
                 next.leader_epoch = state.leader_epoch + 1;
             }
         } else {

@@ -138,10 +138,9 @@ async fn truncate_divergent(
         .map_err(|status| status.message().to_string())?
         .into_inner();
     if response.error != ReplicaError::None as i32 {
-        return Err(format!(
-            "the leader answered {:?}",
-            ReplicaError::try_from(response.error)
-        ));
+        let error = ReplicaError::try_from(response.error)
+            .map_or("an unknown error", |error| error.as_str_name());
+        return Err(format!("the leader rejected the request: {error}"));
     }
     for end in response.logs {
         let Some((_, log)) = logs.iter().find(|(name, _)| *name == end.log) else {

@@ -413,6 +413,7 @@ pub(crate) fn meta_state(replicas: Vec<BrokerId>) -> ResourceState {
         isr: replicas.clone(),
         replicas,
         target_replicas: None,
+        moved: false,
     }
 }
 

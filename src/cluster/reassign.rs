@@ -60,6 +60,12 @@ impl Cluster {
                 "{kind_name} `{name}` has no cluster state yet; retry"
             ))
         })?;
+        if let Some(target) = &versioned.value.target_replicas {
+            return Err(BrokerError::Unavailable(format!(
+                "{kind_name} `{name}` is still moving to brokers {target:?}; retry once \
+                 `GET /v1/cluster` shows no target_replicas for {key}"
+            )));
+        }
         let mut next = versioned.value.clone();
         next.target_replicas = Some(replicas);
         match self

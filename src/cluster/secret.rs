@@ -19,6 +19,10 @@ pub struct ClusterSecret {
     pub grpc_token: String,
     /// HS256 key for login tokens.
     pub token_key: Vec<u8>,
+    /// Stored in ZooKeeper by the first broker, so that a broker started
+    /// with another secret finds out at start instead of failing every
+    /// call. It reveals nothing about the secret.
+    pub verifier: String,
 }
 
 impl std::fmt::Debug for ClusterSecret {
@@ -49,9 +53,11 @@ impl ClusterSecret {
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
         let grpc = hmac::sign(&key, b"ferry grpc token");
         let token = hmac::sign(&key, b"ferry login token key");
+        let verifier = hmac::sign(&key, b"ferry cluster secret check");
         ClusterSecret {
             grpc_token: hex(grpc.as_ref()),
             token_key: token.as_ref().to_vec(),
+            verifier: hex(verifier.as_ref()),
         }
     }
 

@@ -47,6 +47,11 @@ pub struct ResourceState {
     /// `replicas` becomes this list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_replicas: Option<Vec<BrokerId>>,
+    /// Set once replicas were moved by request: the controller then keeps
+    /// the replica list as requested instead of topping it up to the
+    /// replication factor.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub moved: bool,
 }
 
 /// A resource state with the znode version it was read at, for

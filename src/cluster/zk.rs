@@ -33,6 +33,51 @@ pub struct Coordinator {
     view: watch::Sender<Arc<ClusterView>>,
 }
 
+/// How long a starting broker tries to reach ZooKeeper.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Checks, before the broker joins, that its cluster secret is the one
+/// the cluster under `config.zookeeper_root` uses: the first broker stores
+/// `verifier` there, and every later one compares.
+///
+/// # Errors
+///
+/// `Secret` when the secrets differ, and `ZooKeeper` when ZooKeeper cannot
+/// be reached within 30 s.
+pub async fn verify_secret(config: &ClusterConfig, verifier: &str) -> Result<(), ClusterError> {
+    let connect = zk::Client::connector()
+        .with_session_timeout(config.session_timeout)
+        .with_connection_timeout(START_TIMEOUT)
+        .connect(&config.zookeeper);
+    let client = tokio::time::timeout(START_TIMEOUT, connect)
+        .await
+        .map_err(|_| ClusterError::zookeeper("connect", zk::Error::Timeout))?
+        .map_err(|err| ClusterError::zookeeper("connect", err))?;
+    let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    client
+        .mkdir(&config.zookeeper_root, &options)
+        .await
+        .map_err(|err| ClusterError::zookeeper("create the root znode", err))?;
+    let path = format!("{}/secret-check", config.zookeeper_root);
+    match client.create(&path, verifier.as_bytes(), &options).await {
+        Ok(_) => return Ok(()),
+        Err(zk::Error::NodeExists) => {}
+        Err(err) => return Err(ClusterError::zookeeper("store the secret check", err)),
+    }
+    let (stored, _) = client
+        .get_data(&path)
+        .await
+        .map_err(|err| ClusterError::zookeeper("read the secret check", err))?;
+    if stored != verifier.as_bytes() {
+        return Err(ClusterError::Secret(format!(
+            "--cluster-secret-file differs from the secret of the cluster under {} in \
+             ZooKeeper; give every broker the same file",
+            config.zookeeper_root
+        )));
+    }
+    Ok(())
+}
+
 impl Coordinator {
     /// Starts the session task. The returned coordinator reports
     /// `connected = false` in its view until the first session is set up.
@@ -248,6 +293,7 @@ impl Coordinator {
         let data = serde_json::to_vec(&self.me).map_err(ClusterError::encode)?;
         let options = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
         let deadline = tokio::time::Instant::now() + self.session_timeout * 3;
+        let mut attempts = 0u64;
         loop {
             match client.create(&path, &data, &options).await {
                 Ok(_) => {
@@ -255,10 +301,22 @@ impl Coordinator {
                     return Ok(());
                 }
                 Err(zk::Error::NodeExists) if tokio::time::Instant::now() < deadline => {
-                    info!(
-                        broker = self.me.id,
-                        "broker id is still registered by an earlier session, waiting for it to expire"
-                    );
+                    // Said once per session timeout, not once per attempt.
+                    if attempts.is_multiple_of(self.session_timeout.as_secs().max(1)) {
+                        let holder =
+                            client.get_data(&path).await.ok().and_then(|(data, _)| {
+                                serde_json::from_slice::<BrokerInfo>(&data).ok()
+                            });
+                        warn!(
+                            broker = self.me.id,
+                            registered_grpc = holder.as_ref().map(|info| info.grpc.as_str()),
+                            own_grpc = %self.me.grpc,
+                            "broker id is registered by another session; waiting for it to \
+                             expire. If it is not this broker's previous run, give each broker \
+                             its own --broker-id"
+                        );
+                    }
+                    attempts += 1;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 Err(zk::Error::NodeExists) => {
