@@ -9,6 +9,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(PROTO_FILES, ["proto"])?;
     tonic_prost_build::configure()
+        // `bytes` fields become `bytes::Bytes`, so fetched batches are
+        // shared with the segment reader's buffers instead of copied.
+        .bytes(".")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

@@ -281,7 +281,7 @@ async fn forward(
         method: method.to_string(),
         path_and_query: join_query(&path, &query),
         headers: forwarded_headers(cluster, &headers),
-        body: body.to_vec(),
+        body,
         hops: hops + 1,
         client_address: String::new(),
     };
@@ -406,7 +406,7 @@ async fn open_stream(
         method: "GET".into(),
         path_and_query,
         headers: forwarded_headers(cluster, headers),
-        body: Vec::new(),
+        body: Bytes::new(),
         hops: hops + 1,
         client_address: String::new(),
     };
@@ -545,13 +545,13 @@ fn forwarded_headers(cluster: &Cluster, headers: &HeaderMap) -> Vec<Header> {
         })
         .map(|(name, value)| Header {
             name: name.to_string(),
-            value: value.as_bytes().to_vec(),
+            value: Bytes::copy_from_slice(value.as_bytes()),
         })
         .collect();
     let applied = *cluster.broker.subscribe_meta_applied().borrow();
     forwarded.push(Header {
         name: META_OFFSET_HEADER.to_string(),
-        value: applied.to_string().into_bytes(),
+        value: applied.to_string().into_bytes().into(),
     });
     forwarded
 }

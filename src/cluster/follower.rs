@@ -215,7 +215,7 @@ async fn fetch_loop(
             }
             let appended = !fetched.batches.is_empty();
             for batch in &fetched.batches {
-                if let Err(err) = log.append_batch(batch) {
+                if let Err(err) = log.append_replica_batch(batch) {
                     warn!(resource = %target.key, log = %name, error = %err, "failed to append a fetched batch");
                     return Ok(Restart::Truncate);
                 }

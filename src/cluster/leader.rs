@@ -203,7 +203,7 @@ fn read_log(
         .partition_log()
         .read_raw(position.fetch_offset, max_bytes, end)
     {
-        Ok(batches) => fetched.batches = batches.into_iter().map(|b| b.to_vec()).collect(),
+        Ok(batches) => fetched.batches = batches,
         Err(err) => {
             warn!(dir = %log.dir().display(), offset = position.fetch_offset, error = %err, "failed to read records for a follower");
             fetched.error = ReplicaError::UnknownResource as i32;

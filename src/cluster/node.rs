@@ -323,7 +323,9 @@ impl Cluster {
             .forwarding(address)
             .map_err(|status| BrokerError::Unavailable(status.message().to_string()))?;
         let response = client
-            .commit_meta(CommitMetaRequest { event })
+            .commit_meta(CommitMetaRequest {
+                event: event.into(),
+            })
             .await
             .map_err(|status| {
                 BrokerError::Unavailable(format!(

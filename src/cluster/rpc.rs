@@ -324,11 +324,11 @@ fn to_http_request(request: HttpRequest) -> Result<warp::http::Request<Bytes>, S
         .method(request.method.as_str())
         .uri(request.path_and_query.as_str());
     for header in &request.headers {
-        builder = builder.header(header.name.as_str(), header.value.as_slice());
+        builder = builder.header(header.name.as_str(), header.value.as_ref());
     }
     builder = builder.header(HOPS_HEADER, request.hops.to_string());
     builder
-        .body(Bytes::from(request.body))
+        .body(request.body)
         .map_err(|err| Status::invalid_argument(format!("invalid forwarded request: {err}")))
 }
 
@@ -341,9 +341,9 @@ fn from_http_response(response: warp::http::Response<Bytes>) -> HttpResponse {
             .iter()
             .map(|(name, value)| Header {
                 name: name.to_string(),
-                value: value.as_bytes().to_vec(),
+                value: Bytes::copy_from_slice(value.as_bytes()),
             })
             .collect(),
-        body: body.to_vec(),
+        body,
     }
 }

@@ -71,9 +71,9 @@ pub async fn serve_forwarded_stream(
                         status,
                         headers: vec![Header {
                             name: "content-type".into(),
-                            value: b"application/json".to_vec(),
+                            value: bytes::Bytes::from_static(b"application/json"),
                         }],
-                        body,
+                        body: body.into(),
                     })),
                 }))
                 .await;
@@ -184,7 +184,7 @@ fn rejected(status: u32, message: &str) -> StreamFrame {
         frame: Some(Frame::Rejected(HttpResponse {
             status,
             headers: Vec::new(),
-            body: body.to_string().into_bytes(),
+            body: body.to_string().into_bytes().into(),
         })),
     }
 }

@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use tracing::{info, trace, warn};
 
 use super::batch::{
-    decode_batch, decode_header, encode_batch, encoded_batch_len, stamp_batch, BatchHeader,
-    ProducerInfo,
+    decode_batch, decode_header, encode_batch, encoded_batch_len, stamp_batch, validate_batch,
+    BatchHeader, ProducerInfo,
 };
 use super::files::io_error;
 use super::reader::list_segments;
@@ -250,6 +250,40 @@ impl PartitionLog {
             return Err(LogError::EmptyBatch);
         }
 
+        let mut writer = self.lock_writer();
+        let log_end_offset = self.log_end_offset();
+        if header.base_offset != log_end_offset {
+            return Err(LogError::UnexpectedBaseOffset {
+                base_offset: header.base_offset,
+                log_end_offset,
+            });
+        }
+        self.append_locked(&mut writer, encoded, &header)
+    }
+
+    /// Appends a batch fetched from the leader, which validated its records
+    /// when it wrote them: checks the length, magic byte and CRC, and not
+    /// the records, which saves decoding every record on every replica.
+    /// Its base offset must equal the log end offset.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidBatch` when the length, magic byte or CRC are invalid,
+    /// `UnexpectedBaseOffset`, and the errors of `append`.
+    pub fn append_replica_batch(&self, encoded: &[u8]) -> Result<AppendInfo, LogError> {
+        if encoded.len() > MAX_BATCH_BYTES {
+            return Err(LogError::BatchTooLarge {
+                size: encoded.len(),
+                max: MAX_BATCH_BYTES,
+            });
+        }
+        let header = validate_batch(encoded).map_err(|reason| LogError::InvalidBatch {
+            offset: decode_header(encoded).map_or(self.log_end_offset(), |h| h.base_offset),
+            reason,
+        })?;
+        if header.record_count == 0 {
+            return Err(LogError::EmptyBatch);
+        }
         let mut writer = self.lock_writer();
         let log_end_offset = self.log_end_offset();
         if header.base_offset != log_end_offset {

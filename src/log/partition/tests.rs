@@ -429,63 +429,85 @@ fn append_rejects_empty_and_stale_epoch() {
     assert_eq!(log.log_end_offset(), 1);
 }
 
+/// The two ways to append a batch encoded elsewhere: with record checks
+/// (`append_batch`) and with the CRC check only (`append_replica_batch`).
+type AppendEncoded = fn(&PartitionLog, &[u8]) -> Result<AppendInfo, LogError>;
+
+const APPEND_ENCODED: [(&str, AppendEncoded); 2] = [
+    ("append_batch", PartitionLog::append_batch),
+    ("append_replica_batch", PartitionLog::append_replica_batch),
+];
+
 #[test]
 fn append_batch_replicates_log() {
-    let leader_dir = tempfile::tempdir().unwrap();
-    let follower_dir = tempfile::tempdir().unwrap();
-    let leader = PartitionLog::open(leader_dir.path(), config(1024, 64)).unwrap();
-    let follower = PartitionLog::open(follower_dir.path(), config(1024, 64)).unwrap();
-    for i in 0..30 {
-        append_values(&leader, &format!("r{i}"), 1 + i % 3, (i / 10) as u32);
-    }
-
-    let mut offset = 0;
-    while offset < leader.log_end_offset() {
-        for raw in leader.read_raw(offset, 500, NO_LIMIT).unwrap() {
-            let info = follower.append_batch(&raw).unwrap();
-            offset = info.last_offset + 1;
+    for (name, append) in APPEND_ENCODED {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let follower_dir = tempfile::tempdir().unwrap();
+        let leader = PartitionLog::open(leader_dir.path(), config(1024, 64)).unwrap();
+        let follower = PartitionLog::open(follower_dir.path(), config(1024, 64)).unwrap();
+        for i in 0..30 {
+            append_values(&leader, &format!("r{i}"), 1 + i % 3, (i / 10) as u32);
         }
+
+        let mut offset = 0;
+        while offset < leader.log_end_offset() {
+            for raw in leader.read_raw(offset, 500, NO_LIMIT).unwrap() {
+                let info = append(&follower, &raw).unwrap();
+                offset = info.last_offset + 1;
+            }
+        }
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset(), "{name}");
+        assert_eq!(read_all(&follower), read_all(&leader), "{name}");
     }
-    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
-    assert_eq!(read_all(&follower), read_all(&leader));
 }
 
 #[test]
 fn append_batch_rejects_invalid_batches() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
-    append_values(&log, "a", 2, 0);
+    for (name, append) in APPEND_ENCODED {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        append_values(&log, "a", 2, 0);
 
-    let wrong_base = encode_batch(5, 0, ProducerInfo::default(), &[record("x")]);
-    assert!(matches!(
-        log.append_batch(&wrong_base),
-        Err(LogError::UnexpectedBaseOffset {
-            base_offset: 5,
-            log_end_offset: 2
-        })
-    ));
+        let wrong_base = encode_batch(5, 0, ProducerInfo::default(), &[record("x")]);
+        assert!(
+            matches!(
+                append(&log, &wrong_base),
+                Err(LogError::UnexpectedBaseOffset {
+                    base_offset: 5,
+                    log_end_offset: 2
+                })
+            ),
+            "{name}"
+        );
 
-    let mut corrupt = encode_batch(2, 0, ProducerInfo::default(), &[record("x")]);
-    let last = corrupt.len() - 1;
-    corrupt[last] ^= 0x40;
-    assert!(matches!(
-        log.append_batch(&corrupt),
-        Err(LogError::InvalidBatch {
-            offset: 2,
-            reason: BatchError::CrcMismatch { .. }
-        })
-    ));
+        let mut corrupt = encode_batch(2, 0, ProducerInfo::default(), &[record("x")]);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0x40;
+        assert!(
+            matches!(
+                append(&log, &corrupt),
+                Err(LogError::InvalidBatch {
+                    offset: 2,
+                    reason: BatchError::CrcMismatch { .. }
+                })
+            ),
+            "{name}"
+        );
 
-    let empty = encode_batch(2, 0, ProducerInfo::default(), &[]);
-    assert!(matches!(
-        log.append_batch(&empty),
-        Err(LogError::EmptyBatch)
-    ));
-    assert!(matches!(
-        log.append_batch(&[0; 10]),
-        Err(LogError::InvalidBatch { offset: 2, .. })
-    ));
-    assert_eq!(log.log_end_offset(), 2);
+        let empty = encode_batch(2, 0, ProducerInfo::default(), &[]);
+        assert!(
+            matches!(append(&log, &empty), Err(LogError::EmptyBatch)),
+            "{name}"
+        );
+        assert!(
+            matches!(
+                append(&log, &[0; 10]),
+                Err(LogError::InvalidBatch { offset: 2, .. })
+            ),
+            "{name}"
+        );
+        assert_eq!(log.log_end_offset(), 2, "{name}");
+    }
 }
 
 #[test]
