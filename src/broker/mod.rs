@@ -24,6 +24,7 @@ pub mod offsets;
 pub mod queue;
 pub mod queue_state;
 pub mod queues;
+pub mod routing;
 pub mod subscriptions;
 pub mod topic;
 pub mod topics;
