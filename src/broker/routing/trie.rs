@@ -53,7 +53,7 @@ impl<V> Default for BindingTrie<V> {
 }
 
 impl<V: Clone + Eq + Hash> BindingTrie<V> {
-    /// An empty trie.
+    /// Creates an empty trie.
     pub fn new() -> BindingTrie<V> {
         BindingTrie::default()
     }
@@ -63,7 +63,7 @@ impl<V: Clone + Eq + Hash> BindingTrie<V> {
         self.len
     }
 
-    /// Whether the trie holds no binding.
+    /// Whether the trie contains no binding.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -96,8 +96,8 @@ impl<V: Clone + Eq + Hash> BindingTrie<V> {
         removed
     }
 
-    /// The values of every pattern that matches routing key `key`, each
-    /// once, in no particular order.
+    /// Returns the values of every pattern that matches routing key `key`,
+    /// each once, in no particular order.
     pub fn matches(&self, key: &str) -> Vec<V> {
         let words = super::key_words(key);
         let mut found = Vec::new();
