@@ -27,7 +27,7 @@ use crate::cluster::Cluster;
 /// leadership cannot send it in circles.
 const MAX_HOPS: u32 = 2;
 
-/// Longest wait for the leader's response: the longest long poll plus
+/// Maximum wait for the leader's response: the maximum long poll plus
 /// some slack.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(40);
 
@@ -56,7 +56,7 @@ const HOP_BY_HOP: &[&str] = &[
     HOPS_HEADER,
 ];
 
-/// Where a request runs.
+/// The broker a request runs on.
 enum Route {
     Here,
     /// This broker leads the resource but has not opened it yet.
@@ -72,7 +72,7 @@ enum Route {
     Unavailable(String),
 }
 
-/// What happens to a request that does not run here.
+/// The handling of a request that does not run here.
 enum Outcome {
     Forward(Target),
     Fail(ApiError),
@@ -80,8 +80,9 @@ enum Outcome {
 
 /// A filter that forwards requests led elsewhere, and rejects (as not
 /// found, the lowest priority) the ones that run here. Once a request is
-/// not for this broker the filter always answers it: a rejection would let
-/// the local routes run it, on a broker that does not lead the resource.
+/// not for this broker, the filter always sends the response itself,
+/// because a rejection would let the local routes run the request on a
+/// broker that does not lead the resource.
 pub fn forwarded(context: &Context, cluster: Arc<Cluster>) -> BoxedFilter<(Response,)> {
     let decide = {
         let cluster = Arc::clone(&cluster);
@@ -94,8 +95,8 @@ pub fn forwarded(context: &Context, cluster: Arc<Cluster>) -> BoxedFilter<(Respo
                     .and_then(|value| value.to_str().ok())
                     .and_then(|value| value.parse::<u64>().ok());
                 if let Some(offset) = meta_offset {
-                    // A timeout leaves the catalog as it is; the request
-                    // then gets what this broker knows.
+                    // A timeout leaves the catalog as it is, and the request
+                    // then sees this broker's catalog.
                     let mut applied = cluster.broker.subscribe_meta_applied();
                     let _ = tokio::time::timeout(
                         METADATA_WAIT,
@@ -161,7 +162,8 @@ fn body_or_error(
         })
 }
 
-/// What happens to a request routed as `route`; `None` when it runs here.
+/// Returns the handling of a request routed as `route`, or `None` when it
+/// runs here.
 fn outcome(route: Route) -> Option<Outcome> {
     match route {
         Route::Here | Route::Opening => None,
@@ -330,7 +332,7 @@ async fn forward(
 }
 
 /// A filter for WebSocket stream requests led elsewhere: it opens the
-/// stream on the leader over gRPC first, answers with the leader's error
+/// stream on the leader over gRPC first, responds with the leader's error
 /// if the leader refused it, and otherwise upgrades and relays frames.
 pub fn forwarded_streams(cluster: Arc<Cluster>) -> BoxedFilter<(Response,)> {
     // The route is decided before `warp::ws()` runs, because that filter
@@ -516,7 +518,7 @@ async fn relay_stream(
     }
 }
 
-/// How many brokers forwarded the request so far.
+/// Returns how many brokers forwarded the request so far.
 fn hops_of(headers: &HeaderMap) -> u32 {
     headers
         .get(HOPS_HEADER)
@@ -533,8 +535,8 @@ fn join_query(path: &FullPath, query: &str) -> String {
     }
 }
 
-/// The client's headers to pass on, without the connection's own, plus
-/// this broker's `__meta` offset.
+/// Returns the client's headers to pass on, without the connection's own,
+/// plus this broker's `__meta` offset.
 fn forwarded_headers(cluster: &Cluster, headers: &HeaderMap) -> Vec<Header> {
     let mut forwarded: Vec<Header> = headers
         .iter()
@@ -556,7 +558,7 @@ fn forwarded_headers(cluster: &Cluster, headers: &HeaderMap) -> Vec<Header> {
     forwarded
 }
 
-/// The leader's response as this broker's response.
+/// Converts the leader's response into this broker's response.
 fn http_response(response: HttpResponse) -> Response {
     let mut reply = Response::new(response.body.into());
     *reply.status_mut() =
