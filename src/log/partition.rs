@@ -28,7 +28,7 @@ use tracing::{info, trace, warn};
 
 use super::batch::{
     decode_batch, decode_header, encode_batch, encoded_batch_len, stamp_batch, validate_batch,
-    BatchHeader, ProducerInfo,
+    BatchError, BatchHeader, ProducerInfo,
 };
 use super::files::io_error;
 use super::reader::list_segments;
@@ -234,56 +234,45 @@ impl PartitionLog {
     /// `InvalidBatch` when length, magic, CRC or records are invalid,
     /// `UnexpectedBaseOffset`, and the errors of `append`.
     pub fn append_batch(&self, encoded: &[u8]) -> Result<AppendInfo, LogError> {
-        if encoded.len() > MAX_BATCH_BYTES {
-            return Err(LogError::BatchTooLarge {
-                size: encoded.len(),
-                max: MAX_BATCH_BYTES,
-            });
-        }
-        let header = decode_batch(encoded)
-            .map_err(|reason| LogError::InvalidBatch {
-                offset: decode_header(encoded).map_or(self.log_end_offset(), |h| h.base_offset),
-                reason,
-            })?
-            .header;
-        if header.record_count == 0 {
-            return Err(LogError::EmptyBatch);
-        }
-
-        let mut writer = self.lock_writer();
-        let log_end_offset = self.log_end_offset();
-        if header.base_offset != log_end_offset {
-            return Err(LogError::UnexpectedBaseOffset {
-                base_offset: header.base_offset,
-                log_end_offset,
-            });
-        }
-        self.append_locked(&mut writer, encoded, &header)
+        self.append_encoded(encoded, |bytes| {
+            decode_batch(bytes).map(|batch| batch.header)
+        })
     }
 
     /// Appends a batch fetched from the leader, which validated its records
-    /// when it wrote them: checks the length, magic byte and CRC, and not
-    /// the records, which saves decoding every record on every replica.
-    /// Its base offset must equal the log end offset.
+    /// when it wrote them. Checks the length, magic byte and CRC but not the
+    /// records, which saves decoding every record on every replica. Its base
+    /// offset must equal the log end offset.
     ///
     /// # Errors
     ///
     /// `InvalidBatch` when the length, magic byte or CRC are invalid,
     /// `UnexpectedBaseOffset`, and the errors of `append`.
     pub fn append_replica_batch(&self, encoded: &[u8]) -> Result<AppendInfo, LogError> {
+        self.append_encoded(encoded, validate_batch)
+    }
+
+    /// Appends a batch encoded elsewhere after `check` accepted it and
+    /// returned its header.
+    fn append_encoded(
+        &self,
+        encoded: &[u8],
+        check: impl FnOnce(&[u8]) -> Result<BatchHeader, BatchError>,
+    ) -> Result<AppendInfo, LogError> {
         if encoded.len() > MAX_BATCH_BYTES {
             return Err(LogError::BatchTooLarge {
                 size: encoded.len(),
                 max: MAX_BATCH_BYTES,
             });
         }
-        let header = validate_batch(encoded).map_err(|reason| LogError::InvalidBatch {
+        let header = check(encoded).map_err(|reason| LogError::InvalidBatch {
             offset: decode_header(encoded).map_or(self.log_end_offset(), |h| h.base_offset),
             reason,
         })?;
         if header.record_count == 0 {
             return Err(LogError::EmptyBatch);
         }
+
         let mut writer = self.lock_writer();
         let log_end_offset = self.log_end_offset();
         if header.base_offset != log_end_offset {
