@@ -18,7 +18,7 @@ use common::Api;
 /// over the brokers, and records which numbers were acknowledged and when.
 struct Producer {
     /// Acknowledged numbers with the times their request was sent and
-    /// answered.
+    /// acknowledged.
     acked: Arc<Mutex<Vec<(i64, Instant, Instant)>>>,
     stop: Arc<AtomicBool>,
     handle: tokio::task::JoinHandle<()>,
@@ -47,8 +47,8 @@ impl Producer {
                     let caller = Api { url, ..api.clone() };
                     let body = json!({"messages": [{"value": number}]});
                     let sent_at = Instant::now();
-                    // A stopped broker would hold each request for the
-                    // whole limit; a healthy one answers in milliseconds.
+                    // A stopped broker would keep each request for the
+                    // whole limit, and a healthy one responds in milliseconds.
                     let (status, _) = try_call_within(
                         &caller,
                         Method::POST,
@@ -80,7 +80,7 @@ impl Producer {
         self.acked.lock().unwrap().len()
     }
 
-    /// The first acknowledgement of a request sent after `since`.
+    /// Returns the first acknowledgement of a request sent after `since`.
     fn first_ack_after(&self, since: Instant) -> Option<Instant> {
         self.acked
             .lock()
@@ -318,7 +318,7 @@ async fn consume_some(api: &Api, urls: &Arc<Mutex<Vec<String>>>, consumed: &mut 
 
 async fn consume_all(api: &Api, urls: &Arc<Mutex<Vec<String>>>, consumed: &mut Vec<i64>) {
     let mut empty = 0;
-    // Bounded: the topic holds at most 20000 messages.
+    // Bounded: the topic contains at most 20000 messages.
     for _ in 0..200 {
         if consume_some(api, urls, consumed).await == 0 {
             empty += 1;
@@ -470,7 +470,7 @@ async fn restarted_old_leader_truncates_unacknowledged_tail() {
     );
 }
 
-/// The log directory of partition 0 of `topic` on broker `id`.
+/// Returns the log directory of partition 0 of `topic` on broker `id`.
 fn topic_log_dir(cluster: &TestCluster, id: u32, topic: &str) -> std::path::PathBuf {
     std::fs::read_dir(cluster.data_dir(id).join("topics"))
         .unwrap()
@@ -1192,11 +1192,12 @@ async fn joined_broker_gets_new_and_moved_replicas() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn broker_with_other_secret_refuses_to_start() {
+async fn other_secret_broker_fails_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let Some(cluster) = TestCluster::start(dir.path(), 1, &[]).await else {
         return;
     };
+
     let secret = dir.path().join("other-secret");
     std::fs::write(&secret, "another-secret-0123456789abcdef").unwrap();
     let output = tokio::task::spawn_blocking({
@@ -1218,6 +1219,7 @@ async fn broker_with_other_secret_refuses_to_start() {
     })
     .await
     .unwrap();
+
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !output.status.success(),
@@ -1227,6 +1229,7 @@ async fn broker_with_other_secret_refuses_to_start() {
         stderr.contains("differs from the secret of the cluster"),
         "unclear error: {stderr}"
     );
+
     let api = cluster.user("alice", 1).await;
     let description = cluster.describe(&api).await.unwrap();
     let brokers: Vec<u64> = description["brokers"]

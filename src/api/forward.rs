@@ -78,7 +78,7 @@ enum Outcome {
     Fail(ApiError),
 }
 
-/// A filter that forwards requests led elsewhere, and rejects (as not
+/// Builds the filter that forwards requests led elsewhere, and rejects (as not
 /// found, the lowest priority) the ones that run here. Once a request is
 /// not for this broker, the filter always sends the response itself,
 /// because a rejection would let the local routes run the request on a
@@ -96,7 +96,7 @@ pub fn forwarded(context: &Context, cluster: Arc<Cluster>) -> BoxedFilter<(Respo
                     .and_then(|value| value.parse::<u64>().ok());
                 if let Some(offset) = meta_offset {
                     // A timeout leaves the catalog as it is, and the request
-                    // then sees this broker's catalog.
+                    // then runs against this broker's catalog.
                     let mut applied = cluster.broker.subscribe_meta_applied();
                     let _ = tokio::time::timeout(
                         METADATA_WAIT,
@@ -147,8 +147,8 @@ pub fn forwarded(context: &Context, cluster: Arc<Cluster>) -> BoxedFilter<(Respo
         .boxed()
 }
 
-/// The request body, or the error (too large, timed out) as a value, so
-/// that it does not fall through to the local routes.
+/// Extracts the request body, or the error (too large, timed out) as a
+/// value, so that it does not fall through to the local routes.
 fn body_or_error(
     context: &Context,
 ) -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = warp::Rejection> + Clone {
@@ -292,8 +292,8 @@ async fn forward(
         .peers
         .forwarding(address)
         .map_err(|status| unavailable(status.message().to_string()))?;
-    // A leader that stopped answering is replaced within a session
-    // timeout; the request then ends at once instead of at its timeout.
+    // A leader that stopped responding is replaced within a session
+    // timeout, and the request then ends at once instead of at its timeout.
     let mut view = cluster.coordinator.subscribe();
     // A resource that disappears was deleted, possibly by this very
     // request, so only a new leader (or none) ends the wait.
@@ -331,7 +331,7 @@ async fn forward(
     Ok(http_response(response))
 }
 
-/// A filter for WebSocket stream requests led elsewhere: it opens the
+/// Builds the filter for WebSocket stream requests led elsewhere. It opens the
 /// stream on the leader over gRPC first, responds with the leader's error
 /// if the leader refused it, and otherwise upgrades and relays frames.
 pub fn forwarded_streams(cluster: Arc<Cluster>) -> BoxedFilter<(Response,)> {

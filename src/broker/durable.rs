@@ -2,10 +2,11 @@
 //! and a high watermark.
 //!
 //! The high watermark is the first offset that a crash or a change of
-//! leader could take back: the minimum of this broker's durable offset (the
-//! flushed offset with `fsync = always`, otherwise the log end offset, as
-//! the operator chose speed over durability) and the log end offsets that
-//! the in-sync followers reported. On a single broker there are no
+//! leader could take back. It is the minimum of this broker's durable
+//! offset and the log end offsets that the in-sync followers reported. The
+//! durable offset is the flushed offset with `fsync = always`, and
+//! otherwise the log end offset, because the operator chose speed over
+//! durability. On a single broker there are no
 //! followers. Readers never see records at or above it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,7 +67,7 @@ struct Shared {
     changes: Arc<Notify>,
 }
 
-/// What the leader knows about its followers.
+/// The leader's record of its followers.
 #[derive(Debug, Default)]
 struct ReplicaProgress {
     /// In-sync followers, without this broker.
@@ -163,7 +164,7 @@ impl DurableLog {
     /// `Unavailable`, so a deposed leader acknowledges nothing more.
     pub fn fence(&self) {
         self.shared.fenced.store(true, Ordering::SeqCst);
-        // Wakes every waiter so that it sees the flag.
+        // Wakes every waiter so that it checks the flag.
         self.shared.high_watermark.send_modify(|_| {});
         self.shared.flushed.send_modify(|_| {});
         self.shared.appended.notify_waiters();
@@ -181,7 +182,7 @@ impl DurableLog {
         self.shared.advance_high_watermark(high_watermark);
     }
 
-    /// Whether this broker currently leads the log.
+    /// Returns whether this broker currently leads the log.
     pub fn is_leading(&self) -> bool {
         !self.shared.fenced.load(Ordering::SeqCst)
     }
@@ -193,7 +194,7 @@ impl DurableLog {
         self.shared.update_high_watermark();
     }
 
-    /// The underlying log.
+    /// Returns the underlying log.
     pub fn partition_log(&self) -> &Arc<PartitionLog> {
         &self.shared.log
     }
@@ -368,8 +369,8 @@ impl DurableLog {
         self.shared.log.log_end_offset()
     }
 
-    /// The log's directory relative to the data directory, for messages to
-    /// clients: `topics/orders@12/0`. Its last three components.
+    /// Returns the last three components of the log's directory, such as
+    /// `topics/orders@12/0`, for messages to clients.
     pub fn name(&self) -> String {
         let components: Vec<_> = self.dir.components().rev().take(3).collect();
         let name: PathBuf = components.into_iter().rev().collect();

@@ -20,7 +20,7 @@ use crate::meta::{Catalog, MetaEvent, QueueSpec, TopicSpec};
 /// metadata change it made, or for a new resource to get a leader.
 pub const METADATA_WAIT: Duration = Duration::from_secs(10);
 
-/// What the broker core needs from the cluster layer.
+/// The services the broker core uses from the cluster layer.
 pub trait ClusterHooks: Send + Sync {
     /// Sends `event` to the `__meta` leader, which checks, appends and
     /// applies it; returns the event's offset.
@@ -49,17 +49,17 @@ impl Broker {
         let _ = self.cluster.set(hooks);
     }
 
-    /// The cluster layer, when the broker runs in a cluster.
+    /// Returns the cluster layer, when the broker runs in a cluster.
     pub(crate) fn cluster_hooks(&self) -> Option<&Arc<dyn ClusterHooks>> {
         self.cluster.get()
     }
 
-    /// The open logs of this broker.
+    /// Returns the open logs of this broker.
     pub fn logs(&self) -> &Logs {
         &self.logs
     }
 
-    /// The `__meta` log.
+    /// Returns the `__meta` log.
     pub fn meta_log(&self) -> &Arc<DurableLog> {
         &self.meta
     }
@@ -69,7 +69,8 @@ impl Broker {
         read(&read_lock(&self.catalog))
     }
 
-    /// A receiver of the `__meta` offset up to which the catalog is applied.
+    /// Returns a receiver of the `__meta` offset up to which the catalog is
+    /// applied.
     pub fn subscribe_meta_applied(&self) -> tokio::sync::watch::Receiver<u64> {
         self.meta_applied.subscribe()
     }
@@ -220,7 +221,7 @@ impl Broker {
         }
     }
 
-    /// The logs of a resource this broker leads, by log name: `__meta` for
+    /// Returns the logs of a resource this broker leads, by log name: `__meta` for
     /// `None`, else the topic or queue with that id.
     pub fn leader_logs(&self, id: Option<u64>) -> Option<Vec<(String, Arc<DurableLog>)>> {
         let Some(id) = id else {

@@ -15,14 +15,14 @@ use crate::log::{FsyncPolicy, LogConfig, PartitionLog};
 pub struct Logs {
     fsync: FsyncPolicy,
     /// Whether new [`DurableLog`]s start as leader: true on a single
-    /// broker, false in a cluster, where a log leads only once the cluster
-    /// says so.
+    /// broker, false in a cluster, where a log leads only once ZooKeeper
+    /// names this broker its leader.
     leading_by_default: bool,
     open: Mutex<HashMap<PathBuf, Weak<PartitionLog>>>,
 }
 
 impl Logs {
-    /// An empty set of logs with the broker's flush policy.
+    /// Creates an empty set of logs with the broker's flush policy.
     pub fn new(fsync: FsyncPolicy, leading_by_default: bool) -> Logs {
         Logs {
             fsync,
@@ -31,7 +31,7 @@ impl Logs {
         }
     }
 
-    /// The flush policy of every log.
+    /// Returns the flush policy of every log.
     pub fn fsync(&self) -> FsyncPolicy {
         self.fsync
     }

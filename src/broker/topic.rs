@@ -14,11 +14,11 @@ use crate::config::Config;
 use crate::log::LogConfig;
 use crate::meta::TopicSpec;
 
-/// Name of the log directory, beside the partitions, that holds the
+/// Name of the log directory, beside the partitions, that contains the
 /// committed offsets of the topic's subscriptions.
 pub const OFFSETS_LOG: &str = "offsets";
 
-/// Segment size of the offsets log: it holds small keyed records.
+/// Segment size of the offsets log, which contains small keyed records.
 const OFFSETS_SEGMENT_BYTES: u64 = 16 << 20;
 
 /// A topic with its partitions open.
@@ -70,7 +70,7 @@ impl Topic {
         })
     }
 
-    /// The names of the topic's logs under its directory: the partitions,
+    /// Returns the names of the topic's logs under its directory: the partitions,
     /// then the offsets log.
     pub fn log_names(partitions: u32) -> Vec<String> {
         let mut names: Vec<String> = (0..partitions).map(|p| p.to_string()).collect();
@@ -78,7 +78,7 @@ impl Topic {
         names
     }
 
-    /// Every log of the topic, in the order of [`Topic::log_names`].
+    /// Returns every log of the topic, in the order of [`Topic::log_names`].
     pub fn logs(&self) -> Vec<Arc<DurableLog>> {
         let mut logs = self.partitions.clone();
         logs.push(Arc::clone(self.offsets.log()));

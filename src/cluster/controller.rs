@@ -83,7 +83,7 @@ async fn create_missing(cluster: &Cluster, view: &ClusterView) -> Result<(), Clu
         return Ok(());
     }
     let default_factor = cluster.config.replication_factor;
-    let wanted: Vec<(String, ResourceState)> = cluster.broker.with_catalog(|catalog| {
+    let missing: Vec<(String, ResourceState)> = cluster.broker.with_catalog(|catalog| {
         let topics = catalog.topics().map(|topic| {
             let spec = &topic.spec;
             let replicas = pick_replicas(&live, spec.replication_factor as usize, spec.id);
@@ -113,7 +113,7 @@ async fn create_missing(cluster: &Cluster, view: &ClusterView) -> Result<(), Clu
             .filter(|(key, _)| !view.resources.contains_key(key))
             .collect()
     });
-    for (key, state) in wanted {
+    for (key, state) in missing {
         cluster.coordinator.create_resource(&key, &state).await?;
     }
     Ok(())
@@ -133,7 +133,7 @@ fn new_state(dir: String, logs: Vec<String>, replicas: Vec<BrokerId>) -> Resourc
 }
 
 /// Adds live brokers as replicas of topics and queues created while fewer
-/// brokers were live than their replication factor asks for. The new
+/// brokers were live than their replication factor. The new
 /// replicas catch up as followers and join the ISR like any other.
 async fn top_up_replicas(cluster: &Cluster, view: &ClusterView) -> Result<(), ClusterError> {
     let live = live_brokers(view);

@@ -86,8 +86,8 @@ impl LeaderProgress {
         }
     }
 
-    /// The time `follower` was last caught up on `key`, and whether its
-    /// last fetch reached the high watermark.
+    /// Returns the time `follower` was last caught up on `key`, whether its
+    /// last fetch reached the high watermark, and the time of that fetch.
     fn status(&self, key: &str, follower: BrokerId) -> Option<(Instant, bool, Option<Instant>)> {
         let resources = self.lock();
         let resource = resources.get(key)?;
@@ -212,7 +212,7 @@ fn read_log(
     fetched
 }
 
-/// Every [`ISR_CHECK_INTERVAL`], removes from the ISR of each resource
+/// Runs every [`ISR_CHECK_INTERVAL`]: removes from the ISR of each resource
 /// this broker leads the followers that were not caught up within
 /// `replica_lag_max`, and adds the replicas that reached the high
 /// watermark. Changes go to ZooKeeper first, with a versioned write, and

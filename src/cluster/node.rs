@@ -1,6 +1,6 @@
-//! One broker's part in the cluster: it follows the view from ZooKeeper
+//! One broker's part in the cluster. It follows the view from ZooKeeper
 //! and the catalog, leads or follows each of its resources accordingly,
-//! and runs the controller while it holds that role.
+//! and runs the controller while it is the controller.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -77,7 +77,7 @@ impl Cluster {
         self.coordinator.broker_id()
     }
 
-    /// The leader term of `key` if this broker leads it.
+    /// Returns the leader term of `key` if this broker leads it.
     pub fn leader_term(&self, key: &str) -> Option<LeaderTerm> {
         lock(&self.leading).get(key).cloned()
     }
@@ -399,13 +399,13 @@ pub(crate) fn find_spec(catalog: &Catalog, id: u64) -> Option<Spec> {
         .map(|queue| Spec::Queue(queue.spec.clone()))
 }
 
-/// The topic or queue id in a resource key such as `topic-12`; `None` for
-/// `meta`.
+/// Returns the topic or queue id in a resource key such as `topic-12`, or
+/// `None` for `meta`.
 pub fn resource_id(key: &str) -> Option<u64> {
     key.rsplit_once('-').and_then(|(_, id)| id.parse().ok())
 }
 
-/// The ZooKeeper state of the `__meta` resource.
+/// Returns the initial ZooKeeper state of the `__meta` resource.
 pub(crate) fn meta_state(replicas: Vec<BrokerId>) -> ResourceState {
     ResourceState {
         dir: META_DIR.to_string(),

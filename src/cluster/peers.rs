@@ -47,7 +47,7 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// A pool whose calls carry `grpc_token`.
+    /// Creates a pool whose calls carry `grpc_token`.
     pub fn new(grpc_token: &str) -> Arc<Peers> {
         let token = grpc_token
             .parse()
@@ -76,7 +76,7 @@ impl Peers {
         Ok(channel)
     }
 
-    /// A replication client for the broker at `address`.
+    /// Returns a replication client for the broker at `address`.
     pub fn replication(&self, address: &str) -> Result<ReplicationPeer, Status> {
         let channel = self.channel(address)?;
         Ok(
@@ -86,7 +86,7 @@ impl Peers {
         )
     }
 
-    /// A forwarding client for the broker at `address`.
+    /// Returns a forwarding client for the broker at `address`.
     pub fn forwarding(&self, address: &str) -> Result<ForwardingPeer, Status> {
         let channel = self.channel(address)?;
         Ok(

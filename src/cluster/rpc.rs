@@ -39,10 +39,11 @@ pub type HttpHandler = Arc<
 /// to a few MiB, which the 64 KiB default would cut into many round trips.
 pub const WINDOW_BYTES: u32 = 8 << 20;
 
-/// Header that tells the REST routes how many brokers forwarded a request.
+/// Header with the number of brokers that forwarded a request, for the REST
+/// routes.
 pub const HOPS_HEADER: &str = "x-ferry-forwarded-hops";
 
-/// What the gRPC services reach once the broker is up.
+/// The broker state the gRPC services use once the broker is up.
 #[derive(Default)]
 pub struct RpcState {
     /// The cluster, set once it started.
@@ -192,7 +193,7 @@ impl Replication for Service {
     }
 }
 
-/// The logs this broker leads or follows, with their offsets.
+/// Lists the logs this broker leads or follows, with their offsets.
 pub fn describe_local_logs(cluster: &Cluster) -> Vec<LogStatus> {
     let mut statuses = Vec::new();
     let view = cluster.coordinator.view();

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// Broker ids are small integers chosen by the operator.
 pub type BrokerId = u32;
 
-/// What a broker announces in its ephemeral znode.
+/// The contents of a broker's ephemeral znode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerInfo {
     /// The broker's id.
@@ -64,7 +64,7 @@ pub struct Versioned<T> {
     pub version: i32,
 }
 
-/// Everything a broker knows about the cluster from ZooKeeper.
+/// The cluster state a broker read from ZooKeeper.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterView {
     /// Live brokers by id.
@@ -79,13 +79,13 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    /// The leader of `key` and its epoch, when it has one.
+    /// Returns the leader of `key` and its epoch, when it has one.
     pub fn leader_of(&self, key: &str) -> Option<(BrokerId, u32)> {
         let state = &self.resources.get(key)?.value;
         Some((state.leader?, state.leader_epoch))
     }
 
-    /// The gRPC address of `broker`, if it is alive.
+    /// Returns the gRPC address of `broker`, if it is alive.
     pub fn grpc_address(&self, broker: BrokerId) -> Option<&str> {
         self.brokers.get(&broker).map(|info| info.grpc.as_str())
     }
@@ -94,7 +94,7 @@ impl ClusterView {
 /// The ZooKeeper key of the metadata resource.
 pub const META_KEY: &str = "meta";
 
-/// The ZooKeeper key of a topic or queue: its kind and id, for example
+/// Returns the ZooKeeper key of a topic or queue: its kind and id, for example
 /// `topic-12`. Ids are unique across kinds, so the kind is only for people.
 pub fn resource_key(kind: &str, id: u64) -> String {
     format!("{kind}-{id}")

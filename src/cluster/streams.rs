@@ -1,6 +1,6 @@
 //! WebSocket streams across brokers. The broker the client reached keeps
 //! the client's WebSocket and relays its frames over one gRPC stream to
-//! the leader; the leader opens the same stream route on its own REST
+//! the leader. The leader opens the same stream route on its own REST
 //! listener, so it authenticates and serves the stream exactly as for a
 //! direct client, and relays the frames back.
 
@@ -160,14 +160,14 @@ pub async fn serve_forwarded_stream(
     }
 }
 
-/// A channel pair for the frames of one forwarded stream: the sender for
+/// Creates a channel for the frames of one forwarded stream: the sender for
 /// this side's frames and the stream to hand to gRPC.
 pub fn frame_channel() -> (mpsc::Sender<StreamFrame>, ReceiverStream<StreamFrame>) {
     let (sender, receiver) = mpsc::channel(FRAME_BUFFER);
     (sender, ReceiverStream::new(receiver))
 }
 
-/// A channel for the frames a leader sends back.
+/// Creates a channel for the frames a leader sends back.
 pub fn response_channel() -> (FrameSender, ReceiverStream<Result<StreamFrame, Status>>) {
     let (sender, receiver) = mpsc::channel(FRAME_BUFFER);
     (sender, ReceiverStream::new(receiver))

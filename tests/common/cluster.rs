@@ -74,12 +74,12 @@ impl TestCluster {
             .collect()
     }
 
-    /// The broker with id `id`.
+    /// Returns the broker with id `id`.
     pub fn broker(&mut self, id: u32) -> &mut BrokerProcess {
         &mut self.brokers[id as usize - 1]
     }
 
-    /// The URL of broker `id`.
+    /// Returns the URL of broker `id`.
     pub fn url(&self, id: u32) -> String {
         self.brokers[id as usize - 1].url.clone()
     }
@@ -115,7 +115,7 @@ impl TestCluster {
         Api::new(&self.url(id)).login(username, &password).await
     }
 
-    /// `GET /v1/cluster` through the first broker that answers.
+    /// Sends `GET /v1/cluster` to each broker until one responds.
     pub async fn describe(&self, api: &Api) -> Option<Value> {
         for url in self.urls() {
             let caller = Api { url, ..api.clone() };
@@ -156,7 +156,7 @@ impl TestCluster {
         }
     }
 
-    /// The ZooKeeper key of topic `name`, as `GET /v1/cluster` lists it.
+    /// Returns the ZooKeeper key of topic `name`, as `GET /v1/cluster` lists it.
     pub async fn topic_key(&self, api: &Api, name: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -187,7 +187,7 @@ impl TestCluster {
             .to_string()
     }
 
-    /// The current leader of `key`, waiting until it has one.
+    /// Returns the current leader of `key`, waiting until it has one.
     pub async fn leader_of(&self, api: &Api, key: &str) -> u32 {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -214,7 +214,7 @@ impl TestCluster {
     }
 }
 
-/// The resource entry with key `key` in a `/v1/cluster` description.
+/// Finds the resource entry with key `key` in a `/v1/cluster` description.
 pub fn find_resource<'a>(description: &'a Value, key: &str) -> Option<&'a Value> {
     description["resources"]
         .as_array()?
@@ -289,8 +289,8 @@ pub async fn try_call_within(
     (Some(status), body)
 }
 
-/// Every message value of a topic partition, read through `api` from
-/// offset 0 to the high watermark, with its offset.
+/// Reads every message value of a topic partition with its offset, through
+/// `api`, from offset 0 to the high watermark.
 pub async fn read_partition(api: &Api, topic: &str, partition: u32) -> Vec<(u64, Value)> {
     let mut offset = 0;
     let mut values = Vec::new();
@@ -316,7 +316,7 @@ pub async fn read_partition(api: &Api, topic: &str, partition: u32) -> Vec<(u64,
     }
 }
 
-/// The encoded batches of one log directory, read with the storage API
+/// Reads the encoded batches of one log directory with the storage API,
 /// after its broker stopped.
 pub fn log_bytes(dir: &Path) -> Vec<u8> {
     let log = ferry::log::PartitionLog::open(dir, ferry::log::LogConfig::default()).unwrap();

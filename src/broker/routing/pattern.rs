@@ -22,7 +22,7 @@ pub struct Pattern {
     words: Vec<Word>,
 }
 
-/// Why a pattern is invalid.
+/// The reason a pattern is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PatternError {
     /// The pattern is longer than [`MAX_KEY_BYTES`].
@@ -60,14 +60,14 @@ impl Pattern {
         Ok(Pattern { words })
     }
 
-    /// The pattern's words.
+    /// Returns the pattern's words.
     pub fn words(&self) -> &[Word] {
         &self.words
     }
 
-    /// Whether the pattern matches the routing key `key`, by direct
-    /// comparison. [`super::BindingTrie`] answers the same question for
-    /// many patterns at once.
+    /// Returns whether the pattern matches the routing key `key`, by direct
+    /// comparison. [`super::BindingTrie`] does the same for many patterns
+    /// at once.
     pub fn matches(&self, key: &str) -> bool {
         matches_words(&self.words, &super::key_words(key))
     }

@@ -133,7 +133,7 @@ fn trie_insert_remove_and_dedupe() {
     assert!(trie.matches("orders.eu").is_empty());
 }
 
-/// A plainly recursive matcher to check the others against.
+/// Matches by plain recursion, to check the other matchers against.
 fn reference(pattern: &[&str], key: &[&str]) -> bool {
     match pattern.split_first() {
         None => key.is_empty(),
@@ -169,10 +169,10 @@ proptest! {
             let text = words.join(".");
             let parsed = Pattern::parse(&text).unwrap();
             let pattern_words = key_words(&text);
-            let wanted = reference(&pattern_words, &key_parts);
-            prop_assert_eq!(parsed.matches(&key_text), wanted, "pattern `{}` key `{}`", text, key_text);
+            let expected_match = reference(&pattern_words, &key_parts);
+            prop_assert_eq!(parsed.matches(&key_text), expected_match, "pattern `{}` key `{}`", text, key_text);
             trie.insert(&parsed, index);
-            if wanted {
+            if expected_match {
                 expected.push(index);
             }
         }

@@ -63,7 +63,7 @@ impl<V: Clone + Eq + Hash> BindingTrie<V> {
         self.len
     }
 
-    /// Whether the trie contains no binding.
+    /// Returns whether the trie contains no binding.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

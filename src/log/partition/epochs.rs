@@ -1,8 +1,8 @@
 //! The leader epoch history of a partition: where each leader epoch starts.
 //!
-//! A follower that learns of a new leader asks it where the follower's last
+//! A follower that learns of a new leader requests where the follower's last
 //! epoch ends in the leader's log, and truncates its own log there before it
-//! fetches again. This history answers that question on the leader.
+//! fetches again. The leader looks the answer up in this history.
 
 use std::sync::Arc;
 
@@ -54,7 +54,7 @@ impl EpochHistory {
         self.starts.retain(|start| start.start_offset < end_offset);
     }
 
-    /// The epoch of the last batch, or `None` for an empty log.
+    /// Returns the epoch of the last batch, or `None` for an empty log.
     pub(crate) fn latest(&self) -> Option<u32> {
         self.starts.last().map(|start| start.epoch)
     }
