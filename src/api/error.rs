@@ -64,6 +64,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             BrokerError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             BrokerError::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
+            BrokerError::OutOfOrderSequence(_) => (StatusCode::CONFLICT, "out_of_order_sequence"),
             BrokerError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             BrokerError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             BrokerError::OffsetOutOfRange { .. } => {

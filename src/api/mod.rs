@@ -30,7 +30,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::api::error::ApiError;
-use crate::broker::{Acks, Broker, NewMessage, Principal};
+use crate::broker::{Acks, Broker, NewMessage, Principal, PublishRequest, PublishResult};
 use crate::cluster::Cluster;
 
 pub use system::Metrics;
@@ -258,8 +258,8 @@ async fn store_messages<F, Fut>(
     store: F,
 ) -> Result<Response, ApiError>
 where
-    F: FnOnce(Vec<NewMessage>, Acks) -> Fut,
-    Fut: Future<Output = crate::broker::Result<Vec<(u32, u64)>>>,
+    F: FnOnce(PublishRequest) -> Fut,
+    Fut: Future<Output = crate::broker::Result<PublishResult>>,
 {
     let mut query = request::Query::parse(raw_query)?;
     let acks = match query
@@ -277,12 +277,14 @@ where
         }
     };
     query.finish()?;
-    let messages = request::parse_json::<wire::MessagesIn>(body)?.into_messages()?;
-    let count = messages.len() as u64;
-    let bytes: usize = messages.iter().map(NewMessage::value_len).sum();
-    let offsets = store(messages, acks).await?;
-    context.metrics.count_published(count, bytes as u64);
-    Ok(raw_json(StatusCode::OK, wire::offsets_json(&offsets)))
+    let request = request::parse_json::<wire::MessagesIn>(body)?.into_request(acks)?;
+    let count = request.messages.len() as u64;
+    let bytes: usize = request.messages.iter().map(NewMessage::value_len).sum();
+    let result = store(request).await?;
+    if !result.duplicate {
+        context.metrics.count_published(count, bytes as u64);
+    }
+    Ok(raw_json(StatusCode::OK, wire::offsets_json(&result)))
 }
 
 /// A JSON response of `value` with `status`.

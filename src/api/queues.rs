@@ -128,7 +128,7 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
             |name: String, context: Context, principal: Principal, raw: String, body: Bytes| {
                 respond(async move {
                     let broker = &context.broker;
-                    let store = |messages, acks| broker.send(&principal, &name, messages, acks);
+                    let store = |request| broker.send(&principal, &name, request);
                     store_messages(&context, &raw, &body, store).await
                 })
             },
@@ -253,6 +253,9 @@ fn queue_json(view: &QueueView) -> Value {
         "start_offset": view.start_offset,
         "end_offset": view.end_offset,
         "visibility_timeout_ms": spec.visibility_timeout_ms,
+        "max_deliveries": spec.max_deliveries,
+        "dead_letter_queue": spec.dead_letter_queue,
+        "message_ttl_ms": spec.message_ttl_ms,
         "created_at": rfc3339_ms(spec.created_ms),
     })
 }

@@ -245,7 +245,7 @@ async fn queue_stream(
             }
             if credits > 0 {
                 let size = credits.min(SEND_CHUNK) as usize;
-                let deliveries = match queue.lease(size, visibility_ms).await {
+                let deliveries = match broker.lease_from(&queue, size, visibility_ms).await {
                     Ok(deliveries) => deliveries,
                     Err(err) => {
                         // A failing lease (full disk, say) would fail again

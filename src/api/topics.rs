@@ -116,7 +116,7 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
             |name: String, context: Context, principal: Principal, raw: String, body: Bytes| {
                 respond(async move {
                     let broker = &context.broker;
-                    let store = |messages, acks| broker.publish(&principal, &name, messages, acks);
+                    let store = |request| broker.publish(&principal, &name, request);
                     store_messages(&context, &raw, &body, store).await
                 })
             },
@@ -249,6 +249,7 @@ fn topic_json(context: &Context, view: &TopicView) -> Value {
         "replication_factor": spec.replication_factor,
         "segment_bytes": spec.segment_bytes,
         "cleanup": spec.cleanup,
+        "message_ttl_ms": spec.message_ttl_ms,
         "created_at": rfc3339_ms(spec.created_ms),
         "partitions": partitions,
         "subscriptions": view.subscriptions,

@@ -14,7 +14,10 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::api::error::ApiError;
-use crate::broker::{Delivery, Message, NewMessage, Payload};
+use crate::broker::idempotence::ProducerRequest;
+use crate::broker::{
+    Acks, Delivery, Message, NewMessage, Payload, PublishRequest, PublishResult,
+};
 
 /// A batch of messages to publish or send.
 #[derive(Debug, Deserialize)]
@@ -23,6 +26,9 @@ pub struct MessagesIn<'a> {
     /// The messages, in order.
     #[serde(borrow)]
     pub messages: Vec<MessageIn<'a>>,
+    /// Idempotent producer id; each message then carries a `sequence`.
+    #[serde(default)]
+    pub producer_id: Option<String>,
 }
 
 /// One message to publish or send.
@@ -47,6 +53,9 @@ pub struct MessageIn<'a> {
     /// Time to live in ms.
     #[serde(default)]
     pub ttl_ms: Option<u64>,
+    /// Sequence number of an idempotent producer's message.
+    #[serde(default)]
+    pub sequence: Option<u64>,
 }
 
 /// Deserializes a present field as `Some` even when it is JSON `null`, so
@@ -58,13 +67,56 @@ fn present_raw<'de, D: Deserializer<'de>>(
 }
 
 impl MessagesIn<'_> {
-    /// Converts to broker messages, checking each message's fields.
-    pub fn into_messages(self) -> Result<Vec<NewMessage>, ApiError> {
-        self.messages
+    /// Converts to a broker request, checking each message's fields and
+    /// that sequences, when a producer id is given, count up by one.
+    pub fn into_request(self, acks: Acks) -> Result<PublishRequest, ApiError> {
+        let first_sequence = self.messages.first().and_then(|message| message.sequence);
+        for (index, message) in self.messages.iter().enumerate() {
+            let field = format!("messages[{index}].sequence");
+            match (&self.producer_id, message.sequence, first_sequence) {
+                (None, Some(_), _) => {
+                    return Err(ApiError::invalid(
+                        &field,
+                        "is given without producer_id; sequences number an idempotent producer's messages",
+                    ))
+                }
+                (Some(_), None, _) => {
+                    return Err(ApiError::invalid(
+                        &field,
+                        "is missing: with producer_id every message needs a sequence",
+                    ))
+                }
+                (Some(_), Some(sequence), Some(first))
+                    if Some(sequence) != first.checked_add(index as u64) =>
+                {
+                    return Err(ApiError::invalid(
+                        &field,
+                        format!(
+                            "is {sequence}, but the sequences of one request count up by one from {first}"
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let producer = match (self.producer_id, first_sequence) {
+            (Some(producer_id), Some(first_sequence)) => Some(ProducerRequest {
+                producer_id,
+                first_sequence,
+            }),
+            _ => None,
+        };
+        let messages = self
+            .messages
             .into_iter()
             .enumerate()
             .map(|(index, message)| message.into_message(index))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(PublishRequest {
+            messages,
+            producer,
+            acks,
+        })
     }
 }
 
@@ -118,12 +170,6 @@ impl MessageIn<'_> {
             return Err(ApiError::invalid(
                 &field("ttl_ms"),
                 "must be greater than 0",
-            ));
-        }
-        if self.ttl_ms.is_some() {
-            return Err(ApiError::invalid(
-                &field("ttl_ms"),
-                "message TTL is not supported by this broker version yet; leave it out",
             ));
         }
         Ok(NewMessage {
@@ -184,16 +230,20 @@ pub fn messages_json(messages: &[Message], extra: &[(&str, u64)]) -> Vec<u8> {
 }
 
 /// Writes `{"offsets": [{"partition": p, "offset": o}, ...]}`.
-pub fn offsets_json(offsets: &[(u32, u64)]) -> Vec<u8> {
-    let mut out = String::with_capacity(16 + offsets.len() * 32);
+pub fn offsets_json(result: &PublishResult) -> Vec<u8> {
+    let mut out = String::with_capacity(32 + result.offsets.len() * 32);
     out.push_str("{\"offsets\":[");
-    for (index, (partition, offset)) in offsets.iter().enumerate() {
+    for (index, (partition, offset)) in result.offsets.iter().enumerate() {
         if index > 0 {
             out.push(',');
         }
         let _ = write!(out, "{{\"partition\":{partition},\"offset\":{offset}}}");
     }
-    out.push_str("]}");
+    out.push(']');
+    if result.duplicate {
+        out.push_str(",\"duplicate\":true");
+    }
+    out.push('}');
     out.into_bytes()
 }
 

@@ -223,28 +223,42 @@ impl DurableLog {
         producer: ProducerInfo,
         acks: Acks,
     ) -> Result<AppendInfo> {
+        let info = self.append_local(&records, producer, acks)?;
+        self.wait_durable(info.last_offset + 1, acks).await?;
+        Ok(info)
+    }
+
+    /// The first half of [`DurableLog::append_with`]: checks leadership (and
+    /// the in-sync replicas for `acks=all`) and appends to the local log,
+    /// without waiting for any flush or replica.
+    pub fn append_local(
+        &self,
+        records: &[Record],
+        producer: ProducerInfo,
+        acks: Acks,
+    ) -> Result<AppendInfo> {
         self.check_leading()?;
         if acks == Acks::All {
             self.check_insync()?;
         }
-        let log = &self.shared.log;
         let epoch = self.shared.leader_epoch.load(Ordering::SeqCst);
-        let info = log.append(&records, epoch, producer)?;
+        let info = self.shared.log.append(records, epoch, producer)?;
         self.shared.changes.notify_waiters();
-        let target = info.last_offset + 1;
         if !matches!(self.policy, FsyncPolicy::Always) {
             self.shared.update_high_watermark();
         }
+        Ok(info)
+    }
+
+    /// The second half of [`DurableLog::append_with`]: waits until every
+    /// offset below `target` is as durable as `acks` asks.
+    pub async fn wait_durable(&self, target: u64, acks: Acks) -> Result<()> {
         match acks {
-            Acks::None => Ok(info),
-            Acks::Leader => {
-                self.wait_flushed(target).await?;
-                Ok(info)
-            }
+            Acks::None => Ok(()),
+            Acks::Leader => self.wait_flushed(target).await,
             Acks::All => {
                 self.wait_flushed(target).await?;
-                self.wait_replicated(target).await?;
-                Ok(info)
+                self.wait_replicated(target).await
             }
         }
     }

@@ -80,6 +80,10 @@ pub enum BrokerError {
     /// client may retry.
     #[error("{0}")]
     Unavailable(String),
+    /// An idempotent producer's sequence numbers do not follow the ones
+    /// it stored before: a gap, or a retry that differs from the original.
+    #[error("{0}")]
+    OutOfOrderSequence(String),
     /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(LogError),

@@ -28,6 +28,18 @@ pub trait ClusterHooks: Send + Sync {
 
     /// Waits until the resource with ZooKeeper key `key` has a leader.
     fn wait_for_leader(&self, key: String) -> BoxFuture<'static, Result<()>>;
+
+    /// Sends records the broker routes on its own behalf to the leader of
+    /// queue `name` (incarnation `id`), which appends them as producer
+    /// `producer` from `first_sequence` on.
+    fn append_to_queue(
+        &self,
+        name: String,
+        id: u64,
+        records: Vec<crate::log::Record>,
+        producer: i64,
+        first_sequence: u64,
+    ) -> BoxFuture<'static, Result<()>>;
 }
 
 /// Leadership parameters of one resource, from its ZooKeeper state.

@@ -6,6 +6,8 @@
 
 use bytes::Bytes;
 
+use crate::broker::durable::Acks;
+use crate::broker::idempotence::ProducerRequest;
 use crate::log::Record;
 
 /// Record attribute bit: the value is JSON text.
@@ -34,6 +36,27 @@ pub struct NewMessage {
     pub headers: Vec<(String, String)>,
     /// Time to live in ms; `None` uses the resource's default.
     pub ttl_ms: Option<u64>,
+}
+
+/// A publish or send request.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    /// The messages, in order; sequences, when given, follow this order.
+    pub messages: Vec<NewMessage>,
+    /// The idempotent producer and its first sequence, if any.
+    pub producer: Option<ProducerRequest>,
+    /// How durable the messages must be before the answer.
+    pub acks: Acks,
+}
+
+/// Where a publish or send stored its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishResult {
+    /// (partition, offset) per message, in request order.
+    pub offsets: Vec<(u32, u64)>,
+    /// The request repeated one an idempotent producer already stored, and
+    /// `offsets` are those of the first time.
+    pub duplicate: bool,
 }
 
 /// A stored message, as delivered to consumers.
@@ -67,8 +90,14 @@ impl NewMessage {
         }
     }
 
-    /// The record that stores this message for `producer`.
-    pub fn into_record(self, producer: &Bytes, timestamp_ms: i64) -> Record {
+    /// The record that stores this message for `producer`; a message
+    /// without its own time to live gets `default_ttl_ms`.
+    pub fn into_record(
+        self,
+        producer: &Bytes,
+        timestamp_ms: i64,
+        default_ttl_ms: Option<u64>,
+    ) -> Record {
         let (attributes, value) = match self.payload {
             Payload::Json(bytes) => (ATTRIBUTE_JSON_VALUE, bytes),
             Payload::Binary(bytes) => (0, bytes),
@@ -77,7 +106,7 @@ impl NewMessage {
             offset: 0,
             timestamp_ms,
             attributes,
-            ttl_ms: self.ttl_ms.unwrap_or(0),
+            ttl_ms: self.ttl_ms.or(default_ttl_ms).unwrap_or(0),
             key: self.key.map(Bytes::from),
             routing_key: self.routing_key.map(Bytes::from),
             producer: Some(producer.clone()),
@@ -92,6 +121,11 @@ impl NewMessage {
 }
 
 impl Message {
+    /// Whether the message's time to live ended at or before `now_ms`.
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        self.ttl_ms > 0 && self.timestamp_ms.saturating_add(self.ttl_ms as i64) <= now_ms
+    }
+
     /// The message stored in `record` of `partition`.
     ///
     /// Text fields that are not valid UTF-8 (never written by this broker)
@@ -138,7 +172,7 @@ mod tests {
             headers: vec![("h".into(), "ü".into())],
             ttl_ms: Some(5),
         };
-        let mut record = new.clone().into_record(&Bytes::from_static(b"alice"), 42);
+        let mut record = new.clone().into_record(&Bytes::from_static(b"alice"), 42, Some(9));
         record.offset = 7;
         let message = Message::from_record(3, record);
         assert_eq!(message.partition, 3);
@@ -161,10 +195,30 @@ mod tests {
             headers: vec![],
             ttl_ms: None,
         };
-        let record = new.clone().into_record(&Bytes::from_static(b"bob"), 1);
+        let record = new.clone().into_record(&Bytes::from_static(b"bob"), 1, None);
         assert_eq!(record.attributes & ATTRIBUTE_JSON_VALUE, 0);
         let message = Message::from_record(0, record);
         assert_eq!(message.payload, new.payload);
         assert_eq!(message.key, None);
+        assert_eq!(message.ttl_ms, 0);
+        assert!(!message.is_expired(i64::MAX));
+    }
+
+    #[test]
+    fn default_ttl_applies_only_without_own() {
+        let mut new = NewMessage {
+            payload: Payload::Json(Bytes::from_static(b"1")),
+            key: None,
+            routing_key: None,
+            headers: vec![],
+            ttl_ms: None,
+        };
+        let producer = Bytes::from_static(b"p");
+        assert_eq!(new.clone().into_record(&producer, 0, Some(7)).ttl_ms, 7);
+        new.ttl_ms = Some(3);
+        let message = Message::from_record(0, new.into_record(&producer, 100, Some(7)));
+        assert_eq!(message.ttl_ms, 3);
+        assert!(!message.is_expired(102));
+        assert!(message.is_expired(103));
     }
 }

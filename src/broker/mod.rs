@@ -17,6 +17,7 @@
 
 pub mod durable;
 pub mod error;
+pub mod idempotence;
 pub mod leadership;
 pub mod logs;
 pub mod message;
@@ -24,6 +25,7 @@ pub mod offsets;
 pub mod queue;
 pub mod queue_state;
 pub mod queues;
+pub mod route;
 pub mod routing;
 pub mod subscriptions;
 pub mod topic;
@@ -49,7 +51,7 @@ pub use durable::{Acks, DurableLog};
 pub use error::{BrokerError, Result};
 pub use leadership::ClusterHooks;
 pub use logs::Logs;
-pub use message::{Message, NewMessage, Payload};
+pub use message::{Message, NewMessage, Payload, PublishRequest, PublishResult};
 pub use queue::{AckOutcome, Delivery};
 pub use queues::QueueView;
 pub use subscriptions::SubscriptionView;

@@ -16,7 +16,9 @@ use crate::broker::durable::DurableLog;
 use crate::broker::error::{BrokerError, Result};
 use crate::broker::logs::Logs;
 use crate::broker::message::Message;
-use crate::broker::queue_state::{QueueEvent, QueueState};
+use crate::broker::queue_state::{
+    DeadLetter, DeadLetterReason, PendingCopy, QueueEvent, QueueState,
+};
 use crate::broker::{now_ms, replay};
 use crate::config::Config;
 use crate::log::{LogConfig, ProducerInfo, Record};
@@ -41,6 +43,12 @@ pub struct Queue {
     pub state_log: Arc<DurableLog>,
     /// Woken when messages arrive or leases are released.
     pub changed: Arc<Notify>,
+    /// Held while an idempotent request is checked and appended.
+    pub idempotence: tokio::sync::Mutex<()>,
+    /// Held while dead letters are stored and applied.
+    dead_letter_order: tokio::sync::Mutex<()>,
+    /// Held while dead letters are copied to the dead-letter queue.
+    pub copying: tokio::sync::Mutex<()>,
     state: Mutex<QueueState>,
 }
 
@@ -102,12 +110,19 @@ impl Queue {
             messages,
             state_log,
             changed,
+            idempotence: tokio::sync::Mutex::new(()),
+            dead_letter_order: tokio::sync::Mutex::new(()),
+            copying: tokio::sync::Mutex::new(()),
             state: Mutex::new(state),
         })
     }
 
     /// Leases up to `max` messages for `visibility_ms`; returns nothing at
     /// once if none is ready.
+    ///
+    /// A message whose time to live ended, or that was already delivered
+    /// `max_deliveries` times, is dead-lettered instead of delivered, so
+    /// fewer than `max` may come back while more are ready.
     pub async fn lease(&self, max: usize, visibility_ms: u64) -> Result<Vec<Delivery>> {
         let now = now_ms();
         let deadline = now.saturating_add(visibility_ms as i64);
@@ -118,19 +133,116 @@ impl Queue {
         if leased.is_empty() {
             return Ok(Vec::new());
         }
-        let offsets: Vec<u64> = leased.iter().map(|(offset, _)| *offset).collect();
-        let stored = self
-            .store(QueueEvent::Leased {
-                offsets,
-                deadline_ms: deadline,
-            })
-            .await;
-        let deliveries = stored.and_then(|()| self.read_deliveries(&leased));
-        if deliveries.is_err() {
+        let result = self.store_lease(&leased, now, deadline).await;
+        if result.is_err() {
             self.lock_state().undo_lease(&leased);
             self.changed.notify_waiters();
         }
-        deliveries
+        result
+    }
+
+    /// Reads the leased messages, splits off those to dead-letter, and
+    /// stores the lease and the dead letters as one batch.
+    async fn store_lease(
+        &self,
+        leased: &[(u64, u32)],
+        now: i64,
+        deadline: i64,
+    ) -> Result<Vec<Delivery>> {
+        let mut deliveries = self.read_deliveries(leased)?;
+        let mut dead = Vec::new();
+        deliveries.retain(|delivery| {
+            let reason = if delivery.message.is_expired(now) {
+                DeadLetterReason::Expired
+            } else if self
+                .spec
+                .max_deliveries
+                .is_some_and(|max| delivery.delivery_count > max)
+            {
+                DeadLetterReason::MaxDeliveries
+            } else {
+                return true;
+            };
+            dead.push(DeadLetter {
+                offset: delivery.message.offset,
+                reason,
+                // This lease did not deliver it.
+                delivery_count: delivery.delivery_count - 1,
+            });
+            false
+        });
+        let mut events = Vec::with_capacity(2);
+        if !deliveries.is_empty() {
+            events.push(QueueEvent::Leased {
+                offsets: deliveries
+                    .iter()
+                    .map(|delivery| delivery.message.offset)
+                    .collect(),
+                deadline_ms: deadline,
+            });
+        }
+        if dead.is_empty() {
+            self.store(events).await?;
+        } else {
+            let dead_letters = self.dead_letters(dead);
+            let _ordered = self.dead_letter_order.lock().await;
+            events.push(dead_letters.clone());
+            self.store(events).await?;
+            self.lock_state().apply(&dead_letters);
+        }
+        Ok(deliveries)
+    }
+
+    /// The event that dead-letters `entries`.
+    fn dead_letters(&self, entries: Vec<DeadLetter>) -> QueueEvent {
+        QueueEvent::DeadLettered {
+            entries,
+            copy: self.spec.dead_letter_queue.is_some(),
+        }
+    }
+
+    /// Dead-letters the given delivery ids (a nack without requeue).
+    pub async fn reject(&self, ids: &[String]) -> Result<AckOutcome> {
+        self.settle(
+            ids,
+            |state, offset, count, now| state.check_release(offset, count, now),
+            |settled| {
+                self.dead_letters(
+                    settled
+                        .iter()
+                        .map(|&(offset, delivery_count)| DeadLetter {
+                            offset,
+                            reason: DeadLetterReason::Rejected,
+                            delivery_count,
+                        })
+                        .collect(),
+                )
+            },
+        )
+        .await
+    }
+
+    /// The oldest dead letters not yet copied to the dead-letter queue.
+    pub fn next_pending_copy(&self) -> Option<PendingCopy> {
+        self.lock_state().next_pending_copy()
+    }
+
+    /// Notes that the dead-letter copies below `end_sequence` are stored.
+    pub async fn confirm_copies(&self, end_sequence: u64) -> Result<()> {
+        let event = QueueEvent::DeadLettersCopied { end_sequence };
+        self.store(vec![event.clone()]).await?;
+        self.lock_state().apply(&event);
+        Ok(())
+    }
+
+    /// Reads the messages at `offsets`, which must be readable.
+    pub fn read_messages_at(&self, offsets: &[u64]) -> Result<Vec<Message>> {
+        let leased: Vec<(u64, u32)> = offsets.iter().map(|&offset| (offset, 0)).collect();
+        Ok(self
+            .read_deliveries(&leased)?
+            .into_iter()
+            .map(|delivery| delivery.message)
+            .collect())
     }
 
     /// Acks the given delivery ids.
@@ -138,7 +250,9 @@ impl Queue {
         self.settle(
             ids,
             |state, offset, count, _| state.check_ack(offset, count),
-            |offsets| QueueEvent::Acked { offsets },
+            |settled| QueueEvent::Acked {
+                offsets: settled.iter().map(|&(offset, _)| offset).collect(),
+            },
         )
         .await
     }
@@ -150,7 +264,9 @@ impl Queue {
             .settle(
                 ids,
                 |state, offset, count, now| state.check_release(offset, count, now),
-                |offsets| QueueEvent::Released { offsets },
+                |settled| QueueEvent::Released {
+                    offsets: settled.iter().map(|&(offset, _)| offset).collect(),
+                },
             )
             .await?;
         if !outcome.settled.is_empty() {
@@ -186,9 +302,10 @@ impl Queue {
             u32,
             i64,
         ) -> std::result::Result<(), crate::broker::queue_state::SettleError>,
-        event: impl FnOnce(Vec<u64>) -> QueueEvent,
+        event: impl FnOnce(&[(u64, u32)]) -> QueueEvent,
     ) -> Result<AckOutcome> {
         let mut outcome = AckOutcome::default();
+        let mut settled = Vec::new();
         let mut offsets = Vec::new();
         {
             let mut state = self.lock_state();
@@ -209,6 +326,7 @@ impl Queue {
                 match check(&mut state, offset, count, now) {
                     Ok(()) => {
                         offsets.push(offset);
+                        settled.push((offset, count));
                         outcome.settled.push(id.clone());
                     }
                     Err(err) => outcome.failed.push((id.clone(), err.to_string())),
@@ -221,8 +339,14 @@ impl Queue {
         if offsets.is_empty() {
             return Ok(outcome);
         }
-        let event = event(offsets.clone());
-        if let Err(err) = self.store(event.clone()).await {
+        let event = event(&settled);
+        // Dead letters take copy sequences in the order they are applied,
+        // which must be the order of the log.
+        let _ordered = match event {
+            QueueEvent::DeadLettered { .. } => Some(self.dead_letter_order.lock().await),
+            _ => None,
+        };
+        if let Err(err) = self.store(vec![event.clone()]).await {
             self.lock_state().abandon_settle(&offsets);
             return Err(err);
         }
@@ -230,16 +354,27 @@ impl Queue {
         Ok(outcome)
     }
 
-    async fn store(&self, event: QueueEvent) -> Result<()> {
-        let value = serde_json::to_vec(&event)
-            .map_err(|err| BrokerError::Internal(format!("failed to encode queue event: {err}")))?;
-        let record = Record {
-            timestamp_ms: now_ms(),
-            value: Some(value.into()),
-            ..Record::default()
-        };
+    /// Appends `events` to the state log as one batch.
+    async fn store(&self, events: Vec<QueueEvent>) -> Result<()> {
+        let timestamp_ms = now_ms();
+        let records = events
+            .iter()
+            .map(|event| {
+                let value = serde_json::to_vec(event).map_err(|err| {
+                    BrokerError::Internal(format!("failed to encode queue event: {err}"))
+                })?;
+                Ok(Record {
+                    timestamp_ms,
+                    value: Some(value.into()),
+                    ..Record::default()
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if records.is_empty() {
+            return Ok(());
+        }
         self.state_log
-            .append(vec![record], ProducerInfo::default())
+            .append(records, ProducerInfo::default())
             .await?;
         Ok(())
     }

@@ -11,7 +11,7 @@
 //! `next_new` was never delivered; below `next_new`, an offset not acked is
 //! either leased or in `ready`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +36,66 @@ pub enum QueueEvent {
         /// Offsets released.
         offsets: Vec<u64>,
     },
+    /// The messages left the queue without an ack. When the queue has a
+    /// dead-letter queue, they wait to be copied there; the copies take
+    /// the next dead-letter sequence numbers in log order.
+    DeadLettered {
+        /// The messages, in the order they are copied.
+        entries: Vec<DeadLetter>,
+        /// Whether they are copied to a dead-letter queue.
+        copy: bool,
+    },
+    /// The dead-letter copies with sequences below `end_sequence` are
+    /// stored in the dead-letter queue (or were given up on because it no
+    /// longer exists).
+    DeadLettersCopied {
+        /// One past the last sequence copied.
+        end_sequence: u64,
+    },
+}
+
+/// Why a message left its queue without an ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterReason {
+    /// Its time to live ended before a consumer received it.
+    Expired,
+    /// It was delivered `max_deliveries` times without an ack.
+    MaxDeliveries,
+    /// A consumer nacked it with `requeue=false`.
+    Rejected,
+}
+
+impl DeadLetterReason {
+    /// The name used in the `ferry-dead-letter-reason` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Expired => "expired",
+            DeadLetterReason::MaxDeliveries => "max_deliveries",
+            DeadLetterReason::Rejected => "rejected",
+        }
+    }
+}
+
+/// One message that left its queue without an ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Its offset in the queue.
+    pub offset: u64,
+    /// Why it left.
+    pub reason: DeadLetterReason,
+    /// How often it was delivered.
+    pub delivery_count: u32,
+}
+
+/// Dead letters stored in the state log but not yet copied to the
+/// dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCopy {
+    /// Sequence of the first copy.
+    pub first_sequence: u64,
+    /// The messages.
+    pub entries: Vec<DeadLetter>,
 }
 
 /// A message under lease.
@@ -83,6 +143,10 @@ pub struct QueueState {
     /// Offsets whose ack or release is being stored: no other settlement
     /// and no new lease may take them until it is applied or abandoned.
     settling: HashSet<u64>,
+    /// Sequence of the next dead-letter copy.
+    next_copy_sequence: u64,
+    /// Dead letters waiting to be copied, in sequence order.
+    pending_copies: VecDeque<PendingCopy>,
 }
 
 /// Message counts of a queue.
@@ -216,7 +280,37 @@ impl QueueState {
                     }
                 }
             }
+            QueueEvent::DeadLettered { entries, copy } => {
+                for entry in entries {
+                    self.settling.remove(&entry.offset);
+                    // A message dead-lettered when it was due for delivery
+                    // has no `Leased` event: pass next_new over it first.
+                    if entry.offset >= self.next_new {
+                        self.apply_lease(&[entry.offset], 0);
+                    }
+                    self.apply_ack(entry.offset);
+                }
+                if *copy && !entries.is_empty() {
+                    self.pending_copies.push_back(PendingCopy {
+                        first_sequence: self.next_copy_sequence,
+                        entries: entries.clone(),
+                    });
+                    self.next_copy_sequence += entries.len() as u64;
+                }
+            }
+            QueueEvent::DeadLettersCopied { end_sequence } => {
+                while self.pending_copies.front().is_some_and(|pending| {
+                    pending.first_sequence + pending.entries.len() as u64 <= *end_sequence
+                }) {
+                    self.pending_copies.pop_front();
+                }
+            }
         }
+    }
+
+    /// The oldest group of dead letters not yet copied.
+    pub fn next_pending_copy(&self) -> Option<PendingCopy> {
+        self.pending_copies.front().cloned()
     }
 
     /// Moves every lease that ended at or before `now_ms` back to ready.

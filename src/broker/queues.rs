@@ -9,11 +9,13 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::broker::error::{BrokerError, Result};
-use crate::broker::message::NewMessage;
+use crate::broker::idempotence;
+use crate::broker::message::{PublishRequest, PublishResult};
 use crate::broker::queue::{AckOutcome, Delivery, Queue};
 use crate::broker::users::Principal;
-use crate::broker::{now_ms, read_lock, write_lock, Acks, Broker};
-use crate::log::ProducerInfo;
+use crate::broker::topics::check_ttl;
+use crate::broker::{now_ms, read_lock, write_lock, Broker};
+use crate::log::{ProducerInfo, Record};
 use crate::meta::names::validate_name;
 use crate::meta::{Access, MetaEvent, Permission, QueueSpec};
 
@@ -22,6 +24,13 @@ pub const DEFAULT_VISIBILITY_TIMEOUT_MS: u64 = 30_000;
 
 /// Longest lease a queue or a receive may ask for: 12 hours.
 pub const MAX_VISIBILITY_TIMEOUT_MS: u64 = 12 * 3600 * 1000;
+
+/// Leases in a row that one receive repeats at once when each one
+/// dead-lettered everything it took.
+const MAX_SKIPPED_LEASES: usize = 16;
+
+/// Largest `max_deliveries` a queue may set.
+pub const MAX_DELIVERIES: u32 = 10_000;
 
 /// Most messages one receive returns.
 pub const MAX_RECEIVE_MESSAGES: usize = 1000;
@@ -71,18 +80,18 @@ impl Broker {
             .visibility_timeout_ms
             .unwrap_or(DEFAULT_VISIBILITY_TIMEOUT_MS);
         check_visibility_timeout("visibility_timeout_ms", visibility_timeout_ms)?;
-        if request.max_deliveries.is_some() || request.dead_letter_queue.is_some() {
-            return Err(BrokerError::invalid(
-                "max_deliveries/dead_letter_queue",
-                "dead-lettering is not supported by this broker version yet; leave them out",
-            ));
+        if let Some(max) = request.max_deliveries {
+            if !(1..=MAX_DELIVERIES).contains(&max) {
+                return Err(BrokerError::invalid(
+                    "max_deliveries",
+                    format!("{max} is outside 1..={MAX_DELIVERIES}"),
+                ));
+            }
         }
-        if request.message_ttl_ms.is_some() {
-            return Err(BrokerError::invalid(
-                "message_ttl_ms",
-                "is not supported by this broker version yet; leave it out",
-            ));
+        if let Some(target) = &request.dead_letter_queue {
+            self.check_dead_letter_queue(principal, &request.name, target)?;
         }
+        check_ttl("message_ttl_ms", request.message_ttl_ms)?;
         let queue = self
             .commit_meta(
                 |id| {
@@ -200,31 +209,57 @@ impl Broker {
         Ok(())
     }
 
-    /// Sends `messages` to queue `name` as one batch; returns (partition,
-    /// offset) per message, the partition always 0.
+    /// Sends the request's messages to queue `name` as one batch; returns
+    /// (partition, offset) per message, the partition always 0.
     pub async fn send(
         &self,
         principal: &Principal,
         name: &str,
-        messages: Vec<NewMessage>,
-        acks: Acks,
-    ) -> Result<Vec<(u32, u64)>> {
+        request: PublishRequest,
+    ) -> Result<PublishResult> {
         let queue = self.open_queue(principal, name, Some(Permission::Publish))?;
-        self.check_messages(&messages)?;
+        self.check_messages(&request.messages)?;
         let producer = Bytes::from(principal.username.clone());
         let timestamp = now_ms();
-        let count = messages.len() as u64;
-        let records = messages
-            .into_iter()
-            .map(|message| message.into_record(&producer, timestamp))
-            .collect();
-        let info = queue
+        let count = request.messages.len() as u64;
+        let records: Vec<Record> = request
             .messages
-            .append_with(records, ProducerInfo::default(), acks)
-            .await?;
-        Ok((info.base_offset..info.base_offset + count)
-            .map(|offset| (0, offset))
-            .collect())
+            .into_iter()
+            .map(|message| message.into_record(&producer, timestamp, queue.spec.message_ttl_ms))
+            .collect();
+        let (base_offset, duplicate) = match &request.producer {
+            Some(idempotent) => {
+                idempotence::check_request(idempotent, records.len())?;
+                let hash = idempotence::producer_hash(
+                    idempotence::CLIENT_PRODUCERS,
+                    &idempotent.producer_id,
+                );
+                let stored = idempotence::append_once(
+                    std::slice::from_ref(&queue.messages),
+                    0,
+                    records,
+                    hash,
+                    idempotent.first_sequence,
+                    request.acks,
+                    &queue.idempotence,
+                )
+                .await?;
+                (stored.base_offset, stored.duplicate)
+            }
+            None => {
+                let info = queue
+                    .messages
+                    .append_with(records, ProducerInfo::default(), request.acks)
+                    .await?;
+                (info.base_offset, false)
+            }
+        };
+        Ok(PublishResult {
+            offsets: (base_offset..base_offset + count)
+                .map(|offset| (0, offset))
+                .collect(),
+            duplicate,
+        })
     }
 
     /// Leases up to `max_messages` messages, waiting up to `wait` for the
@@ -256,15 +291,21 @@ impl Broker {
         visibility_ms: u64,
     ) -> Result<Vec<Delivery>> {
         let deadline = Instant::now() + wait;
+        let mut skipped_leases = 0;
         loop {
             let notified = queue.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
 
             self.recheck_queue(principal, queue, Permission::Consume)?;
-            let deliveries = queue.lease(max, visibility_ms).await?;
+            let deliveries = self.lease_from(queue, max, visibility_ms).await?;
             if !deliveries.is_empty() || self.is_shutting_down() {
                 return Ok(deliveries);
+            }
+            // Everything leased was dead-lettered; more may be ready.
+            if queue.has_ready() && skipped_leases < MAX_SKIPPED_LEASES {
+                skipped_leases += 1;
+                continue;
             }
             // Wake up for a new message, a release, the end of the earliest
             // lease, or the caller's deadline, whichever comes first.
@@ -283,6 +324,48 @@ impl Broker {
         }
     }
 
+    /// Leases up to `max` messages of `queue` at once, and copies the
+    /// messages the lease dead-lettered to the dead-letter queue.
+    pub async fn lease_from(
+        &self,
+        queue: &Queue,
+        max: usize,
+        visibility_ms: u64,
+    ) -> Result<Vec<Delivery>> {
+        let deliveries = queue.lease(max, visibility_ms).await;
+        if queue.next_pending_copy().is_some() {
+            self.copy_dead_letters(queue).await;
+        }
+        deliveries
+    }
+
+    /// Checks the dead-letter queue named at the creation of `queue`: it
+    /// exists, is another queue, and `principal` may send to it.
+    fn check_dead_letter_queue(&self, principal: &Principal, queue: &str, target: &str) -> Result<()> {
+        if target == queue {
+            return Err(BrokerError::invalid(
+                "dead_letter_queue",
+                "names the queue itself; give another queue",
+            ));
+        }
+        let catalog = read_lock(&self.catalog);
+        Broker::authorize(
+            catalog.queue(target),
+            "queue",
+            target,
+            &principal.username,
+            Some(Permission::Publish),
+        )
+        .map_err(|err| match err {
+            BrokerError::NotFound { .. } => BrokerError::invalid(
+                "dead_letter_queue",
+                format!("queue `{target}` does not exist; create it first"),
+            ),
+            other => other,
+        })?;
+        Ok(())
+    }
+
     /// Acks delivery ids of queue `name`.
     pub async fn ack(
         &self,
@@ -296,7 +379,8 @@ impl Broker {
     }
 
     /// Nacks delivery ids: with `requeue` the messages are delivered again,
-    /// without it they are removed from the queue.
+    /// without it they leave the queue for its dead-letter queue, or are
+    /// dropped when it has none.
     pub async fn nack(
         &self,
         principal: &Principal,
@@ -307,10 +391,11 @@ impl Broker {
         let queue = self.open_queue(principal, name, Some(Permission::Consume))?;
         check_ids(ids)?;
         if requeue {
-            queue.release(ids).await
-        } else {
-            queue.ack(ids).await
+            return queue.release(ids).await;
         }
+        let outcome = queue.reject(ids).await?;
+        self.copy_dead_letters(&queue).await;
+        Ok(outcome)
     }
 
     /// The queue `name` if `principal` may see it and, when given, holds

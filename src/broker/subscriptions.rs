@@ -20,6 +20,7 @@ use crate::broker::error::{BrokerError, Result};
 use crate::broker::message::Message;
 use crate::broker::offsets::OffsetKey;
 use crate::broker::queues::check_max_messages;
+use crate::broker::routing::Pattern;
 use crate::broker::topic::Topic;
 use crate::broker::topics::{read_messages, FetchLimits};
 use crate::broker::users::Principal;
@@ -45,6 +46,8 @@ pub struct Group {
     pub topic: Arc<Topic>,
     /// Settings.
     pub spec: SubscriptionSpec,
+    /// Only messages whose routing key matches are delivered.
+    filter: Option<Pattern>,
     positions: Mutex<Vec<u64>>,
     /// Partition a pull starts with, rotating so no partition starves.
     next_start: AtomicUsize,
@@ -73,10 +76,12 @@ impl Group {
                 max_bytes: PULL_READ_BYTES,
                 wait: Duration::ZERO,
             };
-            let read = read_messages(log, partition as u32, position, limits)?;
-            if let Some(last) = read.last() {
-                positions[partition] = last.offset + 1;
-            }
+            let (read, next) = read_messages(log, partition as u32, position, limits, |message| {
+                self.filter.as_ref().is_none_or(|pattern| {
+                    pattern.matches(message.routing_key.as_deref().unwrap_or(""))
+                })
+            })?;
+            positions[partition] = next;
             messages.extend(read);
         }
         Ok(messages)
@@ -119,11 +124,8 @@ impl Broker {
     ) -> Result<SubscriptionView> {
         let topic = self.open_topic(principal, topic, Some(Permission::Consume))?;
         validate_name(name, false).map_err(|message| BrokerError::invalid("name", message))?;
-        if pattern.is_some() {
-            return Err(BrokerError::invalid(
-                "pattern",
-                "routing-key filters are not supported by this broker version yet; leave it out",
-            ));
+        if let Some(pattern) = &pattern {
+            Pattern::parse(pattern).map_err(|err| BrokerError::invalid("pattern", err.to_string()))?;
         }
         let start_offsets = topic
             .partitions
@@ -301,9 +303,20 @@ impl Broker {
         let positions = (0..topic.partitions.len() as u32)
             .map(|partition| committed_offset(&topic, &spec, partition))
             .collect();
+        let filter = spec
+            .pattern
+            .as_deref()
+            .map(Pattern::parse)
+            .transpose()
+            .map_err(|err| {
+                BrokerError::Internal(format!(
+                    "stored pattern of subscription `{name}` does not parse: {err}"
+                ))
+            })?;
         let group = Arc::new(Group {
             topic,
             spec,
+            filter,
             positions: Mutex::new(positions),
             next_start: AtomicUsize::new(0),
         });

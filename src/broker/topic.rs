@@ -31,6 +31,8 @@ pub struct Topic {
     pub offsets: OffsetStore,
     /// Woken when any partition's high watermark moves.
     pub appended: Arc<Notify>,
+    /// Held while an idempotent request is checked and appended.
+    pub idempotence: tokio::sync::Mutex<()>,
     /// Partition for the next request's messages without a key.
     next_partition: AtomicU32,
 }
@@ -66,6 +68,7 @@ impl Topic {
             partitions,
             offsets,
             appended,
+            idempotence: tokio::sync::Mutex::new(()),
             next_partition: AtomicU32::new(0),
         })
     }

@@ -8,10 +8,11 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::broker::error::{BrokerError, Result};
-use crate::broker::message::{Message, NewMessage};
+use crate::broker::idempotence;
+use crate::broker::message::{Message, NewMessage, PublishRequest, PublishResult};
 use crate::broker::topic::Topic;
 use crate::broker::users::Principal;
-use crate::broker::{now_ms, read_lock, write_lock, Acks, Broker};
+use crate::broker::{now_ms, read_lock, write_lock, Broker};
 use crate::log::ProducerInfo;
 use crate::meta::names::validate_name;
 use crate::meta::{Access, Catalog, Cleanup, MetaEvent, Permission, TopicSpec};
@@ -127,7 +128,7 @@ impl Broker {
         }
         reject_unsupported("retention_ms", request.retention_ms.is_some())?;
         reject_unsupported("retention_bytes", request.retention_bytes.is_some())?;
-        reject_unsupported("message_ttl_ms", request.message_ttl_ms.is_some())?;
+        check_ttl("message_ttl_ms", request.message_ttl_ms)?;
         reject_unsupported("cleanup", request.cleanup == Some(Cleanup::Compact))?;
 
         let topic = self
@@ -281,31 +282,64 @@ impl Broker {
         Ok(())
     }
 
-    /// Publishes `messages` to topic `name`; returns (partition, offset) per
-    /// message in request order. Each partition's messages are appended as
-    /// one batch.
+    /// Publishes the request's messages to topic `name`; returns (partition,
+    /// offset) per message in request order. Each partition's messages are
+    /// appended as one batch.
     ///
     /// A request that spans partitions is not atomic: if one partition's
     /// append fails, the others may already hold their messages, and the
-    /// client gets the error.
+    /// client gets the error. An idempotent request goes to one partition
+    /// as one batch, so it is stored whole or not at all.
     pub async fn publish(
         &self,
         principal: &Principal,
         name: &str,
-        messages: Vec<NewMessage>,
-        acks: Acks,
-    ) -> Result<Vec<(u32, u64)>> {
+        request: PublishRequest,
+    ) -> Result<PublishResult> {
         let topic = self.open_topic(principal, name, Some(Permission::Publish))?;
-        self.check_messages(&messages)?;
+        self.check_messages(&request.messages)?;
+        let producer = Bytes::from(principal.username.clone());
+        let timestamp = now_ms();
+        let default_ttl = topic.spec.message_ttl_ms;
+        let acks = request.acks;
+        if let Some(idempotent) = &request.producer {
+            idempotence::check_request(idempotent, request.messages.len())?;
+            let hash = idempotence::producer_hash(
+                idempotence::CLIENT_PRODUCERS,
+                &idempotent.producer_id,
+            );
+            let partition = idempotent_partition(&topic, &request.messages, hash)?;
+            let count = request.messages.len() as u64;
+            let records = request
+                .messages
+                .into_iter()
+                .map(|message| message.into_record(&producer, timestamp, default_ttl))
+                .collect();
+            let stored = idempotence::append_once(
+                &topic.partitions,
+                partition as usize,
+                records,
+                hash,
+                idempotent.first_sequence,
+                acks,
+                &topic.idempotence,
+            )
+            .await?;
+            return Ok(PublishResult {
+                offsets: (stored.base_offset..stored.base_offset + count)
+                    .map(|offset| (stored.partition as u32, offset))
+                    .collect(),
+                duplicate: stored.duplicate,
+            });
+        }
+
         let request_partition = topic.next_request_partition();
         let mut groups: Vec<Vec<(usize, NewMessage)>> = vec![Vec::new(); topic.partitions.len()];
-        for (index, message) in messages.into_iter().enumerate() {
+        for (index, message) in request.messages.into_iter().enumerate() {
             let partition = topic.partition_for(message.key.as_deref(), request_partition);
             groups[partition as usize].push((index, message));
         }
 
-        let producer = Bytes::from(principal.username.clone());
-        let timestamp = now_ms();
         let mut offsets = vec![(0u32, 0u64); groups.iter().map(Vec::len).sum()];
         let appends = groups
             .into_iter()
@@ -318,7 +352,7 @@ impl Broker {
                     let indexes: Vec<usize> = group.iter().map(|(index, _)| *index).collect();
                     let records = group
                         .into_iter()
-                        .map(|(_, message)| message.into_record(&producer, timestamp))
+                        .map(|(_, message)| message.into_record(&producer, timestamp, default_ttl))
                         .collect();
                     let info = log
                         .append_with(records, ProducerInfo::default(), acks)
@@ -332,7 +366,10 @@ impl Broker {
                 offsets[index] = (partition, base_offset + position as u64);
             }
         }
-        Ok(offsets)
+        Ok(PublishResult {
+            offsets,
+            duplicate: false,
+        })
     }
 
     /// Fetches messages of one partition from `offset`, waiting up to
@@ -374,8 +411,8 @@ impl Broker {
                 });
             }
             if offset < high_watermark || self.is_shutting_down() {
-                let messages = read_messages(log, partition, offset, limits)?;
-                let next_offset = messages.last().map_or(offset, |message| message.offset + 1);
+                let (messages, next_offset) =
+                    read_messages(log, partition, offset, limits, |_| true)?;
                 return Ok(FetchResult {
                     messages,
                     next_offset,
@@ -486,22 +523,86 @@ fn remote_view(spec: &TopicSpec, catalog: &Catalog) -> TopicView {
     }
 }
 
-/// Reads up to `limits.max_messages` messages from `offset` on.
+/// Most reads one call of [`read_messages`] makes while every message it
+/// finds is skipped.
+const MAX_SKIPPING_READS: usize = 64;
+
+/// Reads up to `limits.max_messages` live messages from `offset` on that
+/// `wanted` accepts. Expired messages (by the broker's clock now) and
+/// unwanted ones are skipped. Returns the messages and the offset after the
+/// last record examined, which is where the next read starts.
 pub(crate) fn read_messages(
     log: &crate::broker::DurableLog,
     partition: u32,
     offset: u64,
     limits: FetchLimits,
-) -> Result<Vec<Message>> {
-    let batches = log.read(offset, limits.max_bytes)?;
-    let messages = batches
-        .into_iter()
-        .flat_map(|batch| batch.records)
-        .filter(|record| record.offset >= offset)
-        .take(limits.max_messages)
-        .map(|record| Message::from_record(partition, record))
-        .collect();
-    Ok(messages)
+    wanted: impl Fn(&Message) -> bool,
+) -> Result<(Vec<Message>, u64)> {
+    let now = now_ms();
+    let high_watermark = log.high_watermark();
+    let mut messages = Vec::new();
+    let mut next = offset;
+    for _ in 0..MAX_SKIPPING_READS {
+        if !messages.is_empty() || next >= high_watermark {
+            break;
+        }
+        let batches = log.read(next, limits.max_bytes)?;
+        let before = next;
+        let records = batches
+            .into_iter()
+            .flat_map(|batch| batch.records)
+            .filter(|record| record.offset >= before);
+        for record in records {
+            if messages.len() >= limits.max_messages {
+                break;
+            }
+            next = record.offset + 1;
+            let message = Message::from_record(partition, record);
+            if !message.is_expired(now) && wanted(&message) {
+                messages.push(message);
+            }
+        }
+        if next == before {
+            break;
+        }
+    }
+    Ok((messages, next))
+}
+
+/// The one partition of an idempotent request: the partition of its keys,
+/// which must agree, or for keyless messages one chosen by the producer
+/// id, so a producer's keyless messages stay in order.
+fn idempotent_partition(topic: &Topic, messages: &[NewMessage], producer: i64) -> Result<u32> {
+    let by_producer = (producer as u64 % topic.partitions.len() as u64) as u32;
+    let mut chosen: Option<(usize, u32)> = None;
+    for (index, message) in messages.iter().enumerate() {
+        let Some(key) = message.key.as_deref() else {
+            continue;
+        };
+        let partition = topic.partition_for(Some(key), by_producer);
+        match chosen {
+            None => chosen = Some((index, partition)),
+            Some((first, other)) if other != partition => {
+                return Err(BrokerError::invalid(
+                    format!("messages[{index}].key"),
+                    format!(
+                        "maps to partition {partition} but messages[{first}].key to partition {other}; \
+                         an idempotent request is stored in one partition, so send keys of different partitions in separate requests"
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(chosen.map_or(by_producer, |(_, partition)| partition))
+}
+
+/// Checks a default time to live: when given, at least 1 ms.
+pub(crate) fn check_ttl(field: &str, ttl_ms: Option<u64>) -> Result<()> {
+    if ttl_ms == Some(0) {
+        return Err(BrokerError::invalid(field, "must be at least 1 ms"));
+    }
+    Ok(())
 }
 
 fn reject_unsupported(field: &str, given: bool) -> Result<()> {

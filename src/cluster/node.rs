@@ -16,7 +16,7 @@ use crate::cluster::controller;
 use crate::cluster::follower::{self, FollowerTarget};
 use crate::cluster::leader::LeaderProgress;
 use crate::cluster::peers::Peers;
-use crate::cluster::proto::{BrokerFailure, CommitMetaRequest};
+use crate::cluster::proto::{AppendToQueueRequest, BrokerFailure, CommitMetaRequest};
 use crate::cluster::secret::ClusterSecret;
 use crate::cluster::state::{BrokerId, BrokerInfo, ClusterView, ResourceState, META_KEY};
 use crate::cluster::zk::Coordinator;
@@ -340,6 +340,51 @@ impl Cluster {
         }
     }
 
+    /// Sends records to the leader of queue `name` (incarnation `id`).
+    async fn append_to_queue_remote(
+        &self,
+        name: String,
+        id: u64,
+        records: Vec<crate::log::Record>,
+        producer: i64,
+        first_sequence: u64,
+    ) -> Result<(), BrokerError> {
+        let view = self.coordinator.view();
+        let key = crate::cluster::state::resource_key("queue", id);
+        let unavailable = |why: String| BrokerError::Unavailable(format!("queue `{name}`: {why}"));
+        let Some((leader, _)) = view.leader_of(&key) else {
+            return Err(unavailable("no broker leads it at the moment".into()));
+        };
+        let address = view
+            .grpc_address(leader)
+            .ok_or_else(|| unavailable(format!("its leader, broker {leader}, is not reachable")))?;
+        let batch = crate::log::encode_batch(0, 0, crate::log::ProducerInfo::default(), &records);
+        let mut client = self
+            .peers
+            .forwarding(address)
+            .map_err(|status| unavailable(status.message().to_string()))?;
+        let response = client
+            .append_to_queue(AppendToQueueRequest {
+                queue: name.clone(),
+                queue_id: id,
+                producer_id: producer,
+                first_sequence,
+                batch: batch.into(),
+            })
+            .await
+            .map_err(|status| {
+                unavailable(format!(
+                    "failed to reach its leader, broker {leader}: {}",
+                    status.message()
+                ))
+            })?
+            .into_inner();
+        match response.failure {
+            Some(failure) => Err(failure_to_error(failure)),
+            None => Ok(()),
+        }
+    }
+
     async fn wait_for_leader(&self, key: String) -> Result<(), BrokerError> {
         let mut view = self.coordinator.subscribe();
         let wait = async {
@@ -377,6 +422,27 @@ impl ClusterHooks for Hooks {
         Box::pin(async move {
             match cluster {
                 Some(cluster) => cluster.wait_for_leader(key).await,
+                None => Err(BrokerError::Unavailable("the broker is stopping".into())),
+            }
+        })
+    }
+
+    fn append_to_queue(
+        &self,
+        name: String,
+        id: u64,
+        records: Vec<crate::log::Record>,
+        producer: i64,
+        first_sequence: u64,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let cluster = self.0.upgrade();
+        Box::pin(async move {
+            match cluster {
+                Some(cluster) => {
+                    cluster
+                        .append_to_queue_remote(name, id, records, producer, first_sequence)
+                        .await
+                }
                 None => Err(BrokerError::Unavailable("the broker is stopping".into())),
             }
         })
@@ -439,6 +505,7 @@ pub(crate) fn failure_to_error(failure: BrokerFailure) -> BrokerError {
         },
         "invalid_argument" => BrokerError::invalid("event", failure.message),
         "unavailable" => BrokerError::Unavailable(failure.message),
+        "out_of_order_sequence" => BrokerError::OutOfOrderSequence(failure.message),
         _ => BrokerError::Internal(failure.message),
     }
 }
@@ -450,6 +517,7 @@ pub(crate) fn error_to_failure(err: &BrokerError) -> BrokerFailure {
         BrokerError::NotFound { kind, name } => ("not_found", *kind, name.clone()),
         BrokerError::InvalidArgument { .. } => ("invalid_argument", "", String::new()),
         BrokerError::Unavailable(_) => ("unavailable", "", String::new()),
+        BrokerError::OutOfOrderSequence(_) => ("out_of_order_sequence", "", String::new()),
         _ => ("internal", "", String::new()),
     };
     BrokerFailure {

@@ -20,7 +20,7 @@ use crate::cluster::proto::forwarding_server::{Forwarding, ForwardingServer};
 use crate::cluster::proto::replication_server::{Replication, ReplicationServer};
 use crate::cluster::proto::stream_frame::Frame;
 use crate::cluster::proto::{
-    CommitMetaRequest, CommitMetaResponse, DescribeLogsRequest, DescribeLogsResponse, EpochEnd,
+    AppendToQueueRequest, AppendToQueueResponse, CommitMetaRequest, CommitMetaResponse, DescribeLogsRequest, DescribeLogsResponse, EpochEnd,
     EpochEndOffsetsRequest, EpochEndOffsetsResponse, FetchRequest, FetchResponse, Header,
     HttpRequest, HttpResponse, LogStatus, ReplicaError, StreamFrame,
 };
@@ -317,6 +317,29 @@ impl Forwarding for Service {
             },
         };
         Ok(Response::new(response))
+    }
+
+    async fn append_to_queue(
+        &self,
+        request: Request<AppendToQueueRequest>,
+    ) -> Result<Response<AppendToQueueResponse>, Status> {
+        let cluster = self.0.cluster()?;
+        let request = request.into_inner();
+        let batch = crate::log::decode_batch(&request.batch)
+            .map_err(|err| Status::invalid_argument(format!("undecodable batch: {err}")))?;
+        let result = cluster
+            .broker
+            .append_to_led_queue(
+                &request.queue,
+                request.queue_id,
+                batch.records,
+                request.producer_id,
+                request.first_sequence,
+            )
+            .await;
+        Ok(Response::new(AppendToQueueResponse {
+            failure: result.err().map(|err| error_to_failure(&err)),
+        }))
     }
 }
 

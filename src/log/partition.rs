@@ -36,6 +36,8 @@ use super::record::Record;
 use super::segment::{log_recovery, Segment};
 use super::{LogConfig, LogError, MAX_BATCH_BYTES};
 use epochs::EpochHistory;
+pub use producers::ProducerBatch;
+use producers::ProducerTable;
 
 /// Name of the file in a partition directory that `open` locks with `flock`,
 /// so that only one `PartitionLog` at a time owns the directory.
@@ -103,6 +105,8 @@ struct WriterState {
     latest_leader_epoch: u32,
     /// Where each leader epoch in the log starts.
     epochs: EpochHistory,
+    /// Recent batches of each idempotent producer.
+    producers: ProducerTable,
     /// Set by `close`, or when a truncation failed halfway.
     closed: bool,
 }
@@ -156,6 +160,7 @@ impl PartitionLog {
         }
 
         let epochs = EpochHistory::from_segments(&segments)?;
+        let producers = ProducerTable::from_segments(&segments)?;
         // Recovery synced the active segment, so everything in it is durable.
         let log_end_offset = segments.last().map_or(0, |s| s.next_offset());
         info!(
@@ -171,6 +176,7 @@ impl PartitionLog {
             writer: Mutex::new(WriterState {
                 latest_leader_epoch,
                 epochs,
+                producers,
                 closed: false,
             }),
             flush_lock: Mutex::new(()),
@@ -366,6 +372,12 @@ impl PartitionLog {
         self.lock_writer().epochs.latest()
     }
 
+    /// The last few batches that idempotent producer `producer_id` appended,
+    /// oldest first; empty when the log holds none.
+    pub fn producer_batches(&self, producer_id: i64) -> Vec<ProducerBatch> {
+        self.lock_writer().producers.batches(producer_id)
+    }
+
     /// Finds the largest leader epoch at or below `epoch` in this log and
     /// the offset where it ends: the first offset of the next epoch, or the
     /// log end offset. `None` when every epoch in the log is above `epoch`,
@@ -425,6 +437,7 @@ impl PartitionLog {
         writer
             .epochs
             .record(header.leader_epoch, header.base_offset);
+        writer.producers.record(header);
         // Stored after the segment published the batch, so a reader that loads
         // this LEO also finds the batch.
         self.log_end_offset
@@ -590,6 +603,7 @@ fn warn_on_offset_gaps(dir: &Path, segments: &[Arc<Segment>]) {
 }
 
 mod epochs;
+mod producers;
 mod read;
 mod truncate;
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, PoisonError};
 
 use tracing::{error, info};
 
+use super::producers::ProducerTable;
 use super::PartitionLog;
 use crate::log::files::sync_dir;
 use crate::log::segment::Segment;
@@ -85,6 +86,12 @@ impl PartitionLog {
             .find_map(|s| s.last_header())
             .map_or(0, |h| h.leader_epoch);
         writer.epochs.truncate(end_offset);
+        match ProducerTable::from_segments(&segments) {
+            Ok(producers) => writer.producers = producers,
+            // Only a corrupt header fails the walk, and the log refuses
+            // writes until it is reopened, which rebuilds the table.
+            Err(_) => writer.closed = true,
+        }
         self.log_end_offset.store(end_offset, Ordering::Release);
         self.flushed_offset.fetch_min(end_offset, Ordering::AcqRel);
         let removed_segments = result?;
