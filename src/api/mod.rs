@@ -7,6 +7,7 @@ pub mod error;
 pub mod request;
 pub mod wire;
 
+mod bindings;
 mod cluster;
 mod forward;
 mod grants;
@@ -79,6 +80,8 @@ pub fn routes(broker: Arc<Broker>, cluster: Option<Arc<Cluster>>) -> BoxedFilter
         .or(subscriptions::routes(&context))
         .unify()
         .or(queues::routes(&context))
+        .unify()
+        .or(bindings::routes(&context))
         .unify()
         .or(grants::routes(&context))
         .unify()

@@ -47,6 +47,16 @@ pub struct ProducerRequest {
 pub enum Placement {
     /// Append a batch with these producer fields.
     Append(ProducerInfo),
+    /// Append only the messages after the first `skip`, which are stored
+    /// already (see [`Retry::Tail`]).
+    AppendTail {
+        /// Messages already stored.
+        skip: usize,
+        /// Producer fields of the batch of the others.
+        producer: ProducerInfo,
+    },
+    /// Every message is stored already, where is no longer known.
+    Stored,
     /// Already stored, in `partition` from `base_offset` on.
     Duplicate {
         /// Index of the partition log that holds it.
@@ -99,6 +109,17 @@ pub fn check_request(request: &ProducerRequest, count: usize) -> Result<()> {
     Ok(())
 }
 
+/// How a request that overlaps stored sequences is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A client's retry must repeat one stored batch exactly.
+    Exact,
+    /// The broker's own producers resend from a stored position and may
+    /// take more messages than the first attempt; the part already stored
+    /// is dropped and the rest appended.
+    Tail,
+}
+
 /// Decides whether `count` messages from `producer`, starting at
 /// `first_sequence`, are new or a retry, looking at every partition of the
 /// resource.
@@ -107,6 +128,7 @@ pub fn place(
     producer: i64,
     first_sequence: u64,
     count: usize,
+    retry: Retry,
 ) -> Result<Placement> {
     let first = first_sequence as i32;
     let last = (first_sequence + count as u64 - 1) as i32;
@@ -123,12 +145,23 @@ pub fn place(
         }
     }
     let expected = highest.map_or(0, |highest| highest as u64 + 1);
+    let info = |sequence: u64| ProducerInfo {
+        producer_id: producer,
+        producer_epoch: 0,
+        base_sequence: sequence as i32,
+    };
     if first_sequence == expected {
-        return Ok(Placement::Append(ProducerInfo {
-            producer_id: producer,
-            producer_epoch: 0,
-            base_sequence: first,
-        }));
+        return Ok(Placement::Append(info(first_sequence)));
+    }
+    if retry == Retry::Tail && first_sequence < expected {
+        let skip = (expected - first_sequence) as usize;
+        if skip >= count {
+            return Ok(Placement::Stored);
+        }
+        return Ok(Placement::AppendTail {
+            skip,
+            producer: info(expected),
+        });
     }
     let message = if first_sequence > expected {
         format!(
@@ -161,6 +194,10 @@ pub struct Stored {
 /// from `first_sequence` on, unless they are stored already, and waits
 /// until they are as durable as `acks` asks. `lock` is the resource's
 /// idempotence lock.
+///
+/// With [`Retry::Tail`] the returned offsets may not be those of all the
+/// records; the broker's own producers do not use them.
+#[allow(clippy::too_many_arguments)]
 pub async fn append_once(
     logs: &[Arc<DurableLog>],
     partition: usize,
@@ -168,33 +205,57 @@ pub async fn append_once(
     producer: i64,
     first_sequence: u64,
     acks: Acks,
+    retry: Retry,
     lock: &Mutex<()>,
 ) -> Result<Stored> {
-    let count = records.len();
-    let stored = {
+    let count = records.len() as u64;
+    let log = &logs[partition];
+    // Each branch also gives the offset below which the answer depends on
+    // durable records: a retry can arrive before the original is durable.
+    let (stored, durable_end) = {
         let _serialized = lock.lock().await;
-        match place(logs, producer, first_sequence, count)? {
+        match place(logs, producer, first_sequence, count as usize, retry)? {
             Placement::Duplicate {
                 partition,
                 base_offset,
-            } => Stored {
-                partition,
-                base_offset,
-                duplicate: true,
-            },
-            Placement::Append(info) => {
-                let appended = logs[partition].append_local(&records, info, acks)?;
+            } => (
                 Stored {
+                    partition,
+                    base_offset,
+                    duplicate: true,
+                },
+                base_offset + count,
+            ),
+            Placement::Stored => (
+                Stored {
+                    partition,
+                    base_offset: 0,
+                    duplicate: true,
+                },
+                log.log_end_offset(),
+            ),
+            Placement::Append(info) => {
+                let appended = log.append_local(&records, info, acks)?;
+                let stored = Stored {
                     partition,
                     base_offset: appended.base_offset,
                     duplicate: false,
-                }
+                };
+                (stored, appended.last_offset + 1)
+            }
+            Placement::AppendTail { skip, producer } => {
+                let appended = log.append_local(&records[skip..], producer, acks)?;
+                let stored = Stored {
+                    partition,
+                    base_offset: appended.base_offset,
+                    duplicate: false,
+                };
+                (stored, appended.last_offset + 1)
             }
         }
     };
-    // A retry can arrive before the original is durable: it waits too.
     logs[stored.partition]
-        .wait_durable(stored.base_offset + count as u64, acks)
+        .wait_durable(durable_end, acks)
         .await?;
     Ok(stored)
 }

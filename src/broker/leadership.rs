@@ -122,8 +122,21 @@ impl Broker {
         if end <= start && start == applied {
             return Ok(());
         }
-        let next = apply_meta_records(&self.meta, &mut catalog, start, end)?;
+        let mut routing_changes = Vec::new();
+        let next = apply_meta_records(&self.meta, &mut catalog, start, end, |event| {
+            if matches!(
+                event,
+                MetaEvent::BindingAdded(_)
+                    | MetaEvent::BindingRemoved { .. }
+                    | MetaEvent::TopicDeleted { .. }
+            ) {
+                routing_changes.push(event);
+            }
+        })?;
         drop(catalog);
+        for event in &routing_changes {
+            self.note_routing_change(event);
+        }
         self.meta_applied.send_replace(next);
         Ok(())
     }

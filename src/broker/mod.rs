@@ -15,6 +15,7 @@
 //! `<id>` is the `__meta` offset of the creation event, so a topic deleted
 //! and created again under the same name never sees the old messages.
 
+pub mod bindings;
 pub mod durable;
 pub mod error;
 pub mod idempotence;
@@ -26,6 +27,7 @@ pub mod queue;
 pub mod queue_state;
 pub mod queues;
 pub mod route;
+pub mod router;
 pub mod routing;
 pub mod subscriptions;
 pub mod topic;
@@ -88,6 +90,10 @@ pub struct Broker {
     shutting_down: AtomicBool,
     /// Slots for password hashing, see `Broker::hash_password`.
     hash_permits: tokio::sync::Semaphore,
+    /// Woken when bindings or led topics change.
+    router_wakeup: Arc<Notify>,
+    /// The tasks that route topics' messages to bound queues.
+    routers: router::Routers,
 }
 
 impl Broker {
@@ -147,6 +153,8 @@ impl Broker {
             groups: RwLock::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             hash_permits: tokio::sync::Semaphore::new(users::MAX_CONCURRENT_HASHES),
+            router_wakeup: Arc::new(Notify::new()),
+            routers: router::Routers::default(),
         };
         // In a cluster, resources open when this broker becomes their
         // leader, and deleted ones are removed as the catalog learns of it.
@@ -156,6 +164,7 @@ impl Broker {
         }
         let broker = Arc::new(broker);
         broker.start_interval_flusher();
+        broker.start_routers();
         Ok(broker)
     }
 
@@ -402,6 +411,7 @@ impl Broker {
             .await?;
         debug_assert_eq!(info.base_offset, offset);
         write_lock(&self.catalog).apply(event)?;
+        self.note_routing_change(event);
         self.meta_applied.send_replace(info.last_offset + 1);
         Ok(())
     }
@@ -493,7 +503,7 @@ pub(crate) fn replay(log: &DurableLog, apply: impl FnMut(Record) -> Result<()>) 
 /// after the last event.
 fn replay_catalog(meta: &DurableLog) -> Result<(Catalog, u64)> {
     let mut catalog = Catalog::default();
-    let end = apply_meta_records(meta, &mut catalog, 0, meta.log_end_offset())?;
+    let end = apply_meta_records(meta, &mut catalog, 0, meta.log_end_offset(), |_| {})?;
     info!(log_end_offset = end, "metadata replayed");
     Ok((catalog, end))
 }
@@ -505,15 +515,17 @@ fn apply_meta_records(
     catalog: &mut Catalog,
     start: u64,
     end: u64,
+    mut applied: impl FnMut(MetaEvent),
 ) -> Result<u64> {
     replay_from(meta, start, end, |record| {
         let value = record.value.unwrap_or_default();
         match serde_json::from_slice::<MetaEvent>(&value) {
-            Ok(event) => {
-                if let Err(err) = catalog.apply(&event) {
+            Ok(event) => match catalog.apply(&event) {
+                Ok(()) => applied(event),
+                Err(err) => {
                     warn!(offset = record.offset, error = %err, "skipping inconsistent metadata event");
                 }
-            }
+            },
             Err(err) => {
                 warn!(offset = record.offset, error = %err, "skipping undecodable metadata event");
             }

@@ -241,6 +241,7 @@ impl Broker {
                     hash,
                     idempotent.first_sequence,
                     request.acks,
+                    idempotence::Retry::Exact,
                     &queue.idempotence,
                 )
                 .await?;

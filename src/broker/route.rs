@@ -91,6 +91,7 @@ impl Broker {
             producer,
             first_sequence,
             Acks::All,
+            idempotence::Retry::Tail,
             &queue.idempotence,
         )
         .await?;

@@ -2,7 +2,8 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -33,6 +34,11 @@ pub struct Topic {
     pub appended: Arc<Notify>,
     /// Held while an idempotent request is checked and appended.
     pub idempotence: tokio::sync::Mutex<()>,
+    /// Woken when a binding of this topic is added.
+    pub bindings_changed: Notify,
+    /// Partition end offsets noted when a binding's creation was applied,
+    /// by binding id, until the router commits them.
+    binding_starts: Mutex<HashMap<u64, Vec<u64>>>,
     /// Partition for the next request's messages without a key.
     next_partition: AtomicU32,
 }
@@ -69,6 +75,8 @@ impl Topic {
             offsets,
             appended,
             idempotence: tokio::sync::Mutex::new(()),
+            bindings_changed: Notify::new(),
+            binding_starts: Mutex::new(HashMap::new()),
             next_partition: AtomicU32::new(0),
         })
     }
@@ -96,6 +104,25 @@ impl Topic {
             Some(key) => crc32fast::hash(key.as_bytes()) % count,
             None => request_partition,
         }
+    }
+
+    /// Notes where binding `id` starts in each partition.
+    pub fn note_binding_start(&self, id: u64, starts: Vec<u64>) {
+        self.lock_starts().insert(id, starts);
+        self.bindings_changed.notify_one();
+    }
+
+    /// Where binding `id` starts in `partition`, if noted.
+    pub fn binding_start(&self, id: u64, partition: u32) -> Option<u64> {
+        self.lock_starts()
+            .get(&id)
+            .and_then(|starts| starts.get(partition as usize).copied())
+    }
+
+    fn lock_starts(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<u64>>> {
+        self.binding_starts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Picks the partition for one request's keyless messages. Keeping a

@@ -322,6 +322,7 @@ impl Broker {
                 hash,
                 idempotent.first_sequence,
                 acks,
+                idempotence::Retry::Exact,
                 &topic.idempotence,
             )
             .await?;

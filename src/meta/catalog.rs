@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::auth::PasswordHash;
 use crate::meta::event::{
-    Access, MetaEvent, Permission, QueueSpec, ResourceKind, SubscriptionSpec, TopicSpec,
+    Access, BindingSpec, MetaEvent, Permission, QueueSpec, ResourceKind, SubscriptionSpec, TopicSpec,
 };
 
 /// A registered user.
@@ -61,6 +61,7 @@ pub struct Catalog {
     topics: BTreeMap<String, Resource<TopicSpec>>,
     queues: BTreeMap<String, Resource<QueueSpec>>,
     subscriptions: BTreeMap<(String, String), SubscriptionSpec>,
+    bindings: BTreeMap<u64, BindingSpec>,
     /// Ids of deleted topic and queue incarnations, so leftover files of a
     /// deletion can be distinguished from files the catalog does not know.
     deleted: HashSet<(ResourceKind, u64)>,
@@ -125,6 +126,33 @@ impl Catalog {
                 name,
                 self.subscription(topic, name).is_some(),
             ),
+            MetaEvent::BindingAdded(spec) => {
+                present(
+                    "queue",
+                    &spec.queue,
+                    self.queue(&spec.queue)
+                        .is_some_and(|q| q.spec.id == spec.queue_id),
+                )?;
+                present(
+                    "topic",
+                    &spec.topic,
+                    self.topic(&spec.topic)
+                        .is_some_and(|t| t.spec.id == spec.topic_id),
+                )?;
+                let taken = self.bindings.values().any(|binding| {
+                    binding.queue == spec.queue
+                        && binding.topic == spec.topic
+                        && binding.pattern == spec.pattern
+                });
+                absent(
+                    "binding",
+                    &format!("{} -> {} ({})", spec.topic, spec.queue, spec.pattern),
+                    taken,
+                )
+            }
+            MetaEvent::BindingRemoved { id } => {
+                present("binding", &id.to_string(), self.bindings.contains_key(id))
+            }
         }
     }
 
@@ -165,6 +193,7 @@ impl Catalog {
                 self.topics.remove(name);
                 self.deleted.insert((ResourceKind::Topic, *id));
                 self.subscriptions.retain(|(topic, _), _| topic != name);
+                self.bindings.retain(|_, binding| binding.topic_id != *id);
             }
             MetaEvent::QueueCreated(spec) => {
                 let resource = Resource {
@@ -176,6 +205,7 @@ impl Catalog {
             MetaEvent::QueueDeleted { name, id } => {
                 self.queues.remove(name);
                 self.deleted.insert((ResourceKind::Queue, *id));
+                self.bindings.retain(|_, binding| binding.queue_id != *id);
             }
             MetaEvent::GrantAdded {
                 kind,
@@ -207,8 +237,33 @@ impl Catalog {
             MetaEvent::SubscriptionDeleted { topic, name } => {
                 self.subscriptions.remove(&(topic.clone(), name.clone()));
             }
+            MetaEvent::BindingAdded(spec) => {
+                self.bindings.insert(spec.id, spec.clone());
+            }
+            MetaEvent::BindingRemoved { id } => {
+                self.bindings.remove(id);
+            }
         }
         Ok(())
+    }
+
+    /// The binding with id `id`.
+    pub fn binding(&self, id: u64) -> Option<&BindingSpec> {
+        self.bindings.get(&id)
+    }
+
+    /// The bindings of topic incarnation `topic_id`, by id.
+    pub fn bindings_from(&self, topic_id: u64) -> impl Iterator<Item = &BindingSpec> + '_ {
+        self.bindings
+            .values()
+            .filter(move |binding| binding.topic_id == topic_id)
+    }
+
+    /// The bindings to queue incarnation `queue_id`, by id.
+    pub fn bindings_to(&self, queue_id: u64) -> impl Iterator<Item = &BindingSpec> + '_ {
+        self.bindings
+            .values()
+            .filter(move |binding| binding.queue_id == queue_id)
     }
 
     /// The user named `username`.

@@ -78,10 +78,18 @@ pub enum MetaEvent {
         /// Subscription name.
         name: String,
     },
+    /// A queue was bound to a topic with a routing-key pattern.
+    BindingAdded(BindingSpec),
+    /// A binding was removed.
+    BindingRemoved {
+        /// Id of the binding.
+        id: u64,
+    },
 }
 
 impl MetaEvent {
-    /// Returns the event with `id` as the id of the resource it creates.
+    /// Returns the event with `id` as the id of the resource or binding it
+    /// creates.
     /// A resource's id is the `__meta` offset of its creation event, which
     /// only the `__meta` leader knows when it appends the event; other
     /// events are returned unchanged.
@@ -89,6 +97,7 @@ impl MetaEvent {
         match &mut self {
             MetaEvent::TopicCreated(spec) => spec.id = id,
             MetaEvent::QueueCreated(spec) => spec.id = id,
+            MetaEvent::BindingAdded(spec) => spec.id = id,
             _ => {}
         }
         self
@@ -217,6 +226,28 @@ pub struct SubscriptionSpec {
     pub start: StartPosition,
     /// First offset to read, indexed by partition, fixed at creation.
     pub start_offsets: Vec<u64>,
+    /// Creation time, ms since the Unix epoch.
+    pub created_ms: i64,
+}
+
+/// A binding: messages published to `topic` whose routing key matches
+/// `pattern` are also sent to `queue`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindingSpec {
+    /// Unique id: the `__meta` offset of its creation.
+    pub id: u64,
+    /// Queue the messages go to.
+    pub queue: String,
+    /// Id of that queue's incarnation.
+    pub queue_id: u64,
+    /// Topic the messages come from.
+    pub topic: String,
+    /// Id of that topic's incarnation.
+    pub topic_id: u64,
+    /// Routing-key pattern (`*` one word, `#` zero or more words).
+    pub pattern: String,
+    /// User who created it.
+    pub owner: String,
     /// Creation time, ms since the Unix epoch.
     pub created_ms: i64,
 }

@@ -13,6 +13,6 @@ pub mod names;
 
 pub use catalog::{Catalog, CatalogError, Resource, ResourceSpec, User};
 pub use event::{
-    Access, Cleanup, MetaEvent, Permission, QueueSpec, ResourceKind, StartPosition,
+    Access, BindingSpec, Cleanup, MetaEvent, Permission, QueueSpec, ResourceKind, StartPosition,
     SubscriptionSpec, TopicSpec,
 };

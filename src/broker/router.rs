@@ -1,0 +1,312 @@
+//! Bindings at work: the task that copies a topic's messages to the queues
+//! bound to it.
+//!
+//! The broker that leads a topic runs one router task for it while the
+//! topic has bindings. The task reads each partition from a cursor, finds
+//! the bindings whose pattern matches each message's routing key (a
+//! [`BindingTrie`], not a scan of every binding), and sends each bound
+//! queue its messages as one batch of the broker's producer for that
+//! binding and partition. Cursor and sequences are then committed together
+//! in the topic's offsets log, so after a crash or a change of leader the
+//! task resends from the committed cursor with the same sequences, and the
+//! queue drops what it already holds (see `idempotence::Retry::Tail`).
+//!
+//! A binding routes the messages appended after its creation reached the
+//! topic's leader: at that moment the leader notes the partitions' end
+//! offsets as the binding's start, and the task commits them first.
+//! Messages keep their producer, timestamp, time to live, key, routing key,
+//! headers and value. Expiry is checked when the queue delivers, not here,
+//! so that a resend chooses the same messages.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::broker::error::Result;
+use crate::broker::idempotence;
+use crate::broker::offsets::OffsetKey;
+use crate::broker::routing::{BindingTrie, Pattern};
+use crate::broker::topic::Topic;
+use crate::broker::{read_lock, Broker};
+use crate::log::Record;
+use crate::meta::{BindingSpec, MetaEvent};
+
+/// Namespace of the producer ids of routed messages; the id is
+/// `<binding id>/<partition>`.
+pub const BINDING_PRODUCERS: &str = "binding";
+
+/// Bytes read from a partition per routing step.
+const ROUTE_READ_BYTES: usize = 1 << 20;
+
+/// Messages examined per partition and routing step.
+const ROUTE_MAX_RECORDS: usize = 1000;
+
+/// How often an idle router looks again without being woken, and how long
+/// it waits after a failure.
+const ROUTE_IDLE: Duration = Duration::from_secs(1);
+
+/// The offsets-log entry (in place of a subscription name) of the cursor.
+const CURSOR: &str = "~route";
+
+fn sequence_entry(binding: u64) -> String {
+    format!("~binding-{binding}")
+}
+
+fn start_entry(binding: u64) -> String {
+    format!("~start-{binding}")
+}
+
+/// The router tasks of the topics this broker leads, by topic id.
+#[derive(Default)]
+pub(crate) struct Routers {
+    tasks: std::sync::Mutex<HashMap<u64, (Weak<Topic>, JoinHandle<()>)>>,
+}
+
+impl Drop for Routers {
+    fn drop(&mut self) {
+        let tasks = self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (_, task) in tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+impl Broker {
+    /// Notes what a newly applied metadata event means for routing: a new
+    /// binding of a topic led here starts at the partitions' end offsets.
+    pub(crate) fn note_routing_change(&self, event: &MetaEvent) {
+        let MetaEvent::BindingAdded(spec) = event else {
+            if matches!(
+                event,
+                MetaEvent::BindingRemoved { .. } | MetaEvent::TopicDeleted { .. }
+            ) {
+                self.router_wakeup.notify_one();
+            }
+            return;
+        };
+        if let Some(topic) = read_lock(&self.topics).get(&spec.topic) {
+            if topic.spec.id == spec.topic_id {
+                let starts = topic
+                    .partitions
+                    .iter()
+                    .map(|log| log.log_end_offset())
+                    .collect();
+                topic.note_binding_start(spec.id, starts);
+            }
+        }
+        self.router_wakeup.notify_one();
+    }
+
+    /// Starts the task that keeps one router task running per led topic
+    /// with bindings.
+    pub(crate) fn start_routers(self: &Arc<Self>) {
+        let broker = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(strong) = broker.upgrade() else {
+                    return;
+                };
+                let wakeup = Arc::clone(&strong.router_wakeup);
+                strong.reconcile_routers();
+                drop(strong);
+                tokio::select! {
+                    _ = wakeup.notified() => {}
+                    _ = tokio::time::sleep(ROUTE_IDLE) => {}
+                }
+            }
+        });
+    }
+
+    /// Starts router tasks for led topics with bindings and stops those of
+    /// topics no longer led or bound.
+    fn reconcile_routers(self: &Arc<Self>) {
+        let bound: Vec<Arc<Topic>> = {
+            let catalog = read_lock(&self.catalog);
+            read_lock(&self.topics)
+                .values()
+                .filter(|topic| catalog.bindings_from(topic.spec.id).next().is_some())
+                .cloned()
+                .collect()
+        };
+        let mut tasks = self
+            .routers
+            .tasks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tasks.retain(|id, (topic, task)| {
+            let keep = !task.is_finished()
+                && topic.upgrade().is_some_and(|topic| {
+                    bound
+                        .iter()
+                        .any(|led| led.spec.id == *id && Arc::ptr_eq(led, &topic))
+                });
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for topic in bound {
+            if tasks.contains_key(&topic.spec.id) {
+                continue;
+            }
+            info!(topic = %topic.spec.name, "starting router for bindings");
+            let task = tokio::spawn(route_topic(Arc::downgrade(self), Arc::clone(&topic)));
+            tasks.insert(topic.spec.id, (Arc::downgrade(&topic), task));
+        }
+    }
+
+    /// Routes what each partition of `topic` holds past its cursor, one
+    /// step per partition; returns whether anything was read.
+    async fn route_step(&self, topic: &Topic) -> Result<bool> {
+        let bindings: Vec<BindingSpec> = read_lock(&self.catalog)
+            .bindings_from(topic.spec.id)
+            .cloned()
+            .collect();
+        let mut trie = BindingTrie::new();
+        for binding in &bindings {
+            match Pattern::parse(&binding.pattern) {
+                Ok(pattern) => {
+                    trie.insert(&pattern, binding.id);
+                }
+                Err(err) => warn!(binding = binding.id, error = %err, "skipping binding with an invalid pattern"),
+            }
+        }
+        let mut progressed = false;
+        for partition in 0..topic.partitions.len() as u32 {
+            progressed |= self
+                .route_partition(topic, partition, &bindings, &trie)
+                .await?;
+        }
+        Ok(progressed)
+    }
+
+    async fn route_partition(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        bindings: &[BindingSpec],
+        trie: &BindingTrie<u64>,
+    ) -> Result<bool> {
+        let key = |entry: String| OffsetKey {
+            topic_id: topic.spec.id,
+            subscription: entry,
+            partition,
+        };
+        let log = &topic.partitions[partition as usize];
+        let mut commits = Vec::new();
+        let mut starts = HashMap::new();
+        for binding in bindings {
+            let start = match topic.offsets.get(&key(start_entry(binding.id))) {
+                Some(start) => start,
+                None => {
+                    let start = topic
+                        .binding_start(binding.id, partition)
+                        .unwrap_or_else(|| {
+                            // The leader that saw the binding's creation
+                            // stopped before it committed the start.
+                            warn!(binding = binding.id, partition, "binding start unknown; starting at the end of the partition");
+                            log.log_end_offset()
+                        });
+                    commits.push((key(start_entry(binding.id)), start));
+                    start
+                }
+            };
+            starts.insert(binding.id, start);
+        }
+        let Some(&earliest_start) = starts.values().min() else {
+            return Ok(false);
+        };
+        let cursor = topic
+            .offsets
+            .get(&key(CURSOR.to_string()))
+            .unwrap_or(earliest_start)
+            .max(log.log_start_offset());
+
+        let mut routed: HashMap<u64, Vec<Record>> = HashMap::new();
+        let mut next = cursor;
+        if cursor < log.high_watermark() {
+            let records = log
+                .read(cursor, ROUTE_READ_BYTES)?
+                .into_iter()
+                .flat_map(|batch| batch.records)
+                .filter(|record| record.offset >= cursor)
+                .take(ROUTE_MAX_RECORDS);
+            for record in records {
+                next = record.offset + 1;
+                let routing_key = record
+                    .routing_key
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                for binding in trie.matches(&routing_key) {
+                    if record.offset >= starts[&binding] {
+                        let mut copy = record.clone();
+                        copy.offset = 0;
+                        routed.entry(binding).or_default().push(copy);
+                    }
+                }
+            }
+        }
+        if next == cursor && commits.is_empty() {
+            return Ok(false);
+        }
+        for binding in bindings {
+            let Some(records) = routed.remove(&binding.id) else {
+                continue;
+            };
+            let sequence_key = key(sequence_entry(binding.id));
+            let sequence = topic.offsets.get(&sequence_key).unwrap_or(0);
+            let count = records.len() as u64;
+            let producer = idempotence::producer_hash(
+                BINDING_PRODUCERS,
+                &format!("{}/{partition}", binding.id),
+            );
+            let stored = self
+                .append_to_queue(&binding.queue, records, producer, sequence)
+                .await?;
+            if !stored {
+                // The queue was deleted; its bindings go with it.
+                continue;
+            }
+            commits.push((sequence_key, sequence + count));
+        }
+        commits.push((key(CURSOR.to_string()), next));
+        topic.offsets.commit(commits).await?;
+        Ok(next != cursor)
+    }
+}
+
+/// The router task of one topic: routes while there is something to route,
+/// then waits for new messages, a binding change or [`ROUTE_IDLE`].
+async fn route_topic(broker: Weak<Broker>, topic: Arc<Topic>) {
+    loop {
+        let appended = topic.appended.notified();
+        tokio::pin!(appended);
+        appended.as_mut().enable();
+        let Some(strong) = broker.upgrade() else {
+            return;
+        };
+        let result = strong.route_step(&topic).await;
+        drop(strong);
+        match result {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(err) => {
+                warn!(topic = %topic.spec.name, error = %err, "routing to bound queues failed; retrying");
+                tokio::time::sleep(ROUTE_IDLE).await;
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = appended => {}
+            _ = topic.bindings_changed.notified() => {}
+            _ = tokio::time::sleep(ROUTE_IDLE) => {}
+        }
+    }
+}
