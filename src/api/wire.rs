@@ -15,9 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::api::error::ApiError;
 use crate::broker::idempotence::ProducerRequest;
-use crate::broker::{
-    Acks, Delivery, Message, NewMessage, Payload, PublishRequest, PublishResult,
-};
+use crate::broker::{Acks, Delivery, Message, NewMessage, Payload, PublishRequest, PublishResult};
 
 /// A batch of messages to publish or send.
 #[derive(Debug, Deserialize)]
@@ -329,7 +327,53 @@ mod tests {
 
     fn parse(body: &'static str) -> Result<Vec<NewMessage>, ApiError> {
         let bytes: &'static Bytes = Box::leak(Box::new(Bytes::from_static(body.as_bytes())));
-        crate::api::request::parse_json::<MessagesIn>(bytes)?.into_messages()
+        crate::api::request::parse_json::<MessagesIn>(bytes)?
+            .into_request(Acks::All)
+            .map(|request| request.messages)
+    }
+
+    fn parse_request(body: &'static str) -> Result<PublishRequest, ApiError> {
+        let bytes: &'static Bytes = Box::leak(Box::new(Bytes::from_static(body.as_bytes())));
+        crate::api::request::parse_json::<MessagesIn>(bytes)?.into_request(Acks::Leader)
+    }
+
+    #[test]
+    fn producer_fields_are_checked_together() {
+        let request = parse_request(
+            r#"{"producer_id":"p","messages":[{"value":1,"sequence":7},{"value":2,"sequence":8}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            request.producer,
+            Some(ProducerRequest {
+                producer_id: "p".into(),
+                first_sequence: 7
+            })
+        );
+        assert_eq!(request.acks, Acks::Leader);
+        assert_eq!(
+            parse_request(r#"{"messages":[{"value":1}]}"#)
+                .unwrap()
+                .producer,
+            None
+        );
+        for (body, field) in [
+            (
+                r#"{"messages":[{"value":1,"sequence":0}]}"#,
+                "messages[0].sequence",
+            ),
+            (
+                r#"{"producer_id":"p","messages":[{"value":1}]}"#,
+                "messages[0].sequence",
+            ),
+            (
+                r#"{"producer_id":"p","messages":[{"value":1,"sequence":1},{"value":1,"sequence":1}]}"#,
+                "messages[1].sequence",
+            ),
+        ] {
+            let err = parse_request(body).unwrap_err();
+            assert!(err.message.contains(field), "{body}: {}", err.message);
+        }
     }
 
     #[test]

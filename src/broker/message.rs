@@ -172,7 +172,9 @@ mod tests {
             headers: vec![("h".into(), "ü".into())],
             ttl_ms: Some(5),
         };
-        let mut record = new.clone().into_record(&Bytes::from_static(b"alice"), 42, Some(9));
+        let mut record = new
+            .clone()
+            .into_record(&Bytes::from_static(b"alice"), 42, Some(9));
         record.offset = 7;
         let message = Message::from_record(3, record);
         assert_eq!(message.partition, 3);
@@ -195,7 +197,9 @@ mod tests {
             headers: vec![],
             ttl_ms: None,
         };
-        let record = new.clone().into_record(&Bytes::from_static(b"bob"), 1, None);
+        let record = new
+            .clone()
+            .into_record(&Bytes::from_static(b"bob"), 1, None);
         assert_eq!(record.attributes & ATTRIBUTE_JSON_VALUE, 0);
         let message = Message::from_record(0, record);
         assert_eq!(message.payload, new.payload);

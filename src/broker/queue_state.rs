@@ -516,4 +516,53 @@ mod tests {
         assert_eq!(state.counts(2).in_flight, 0);
         assert_eq!(state.lease(2, 2, 0, 100), vec![(0, 1), (1, 1)]);
     }
+
+    #[test]
+    fn dead_letters_leave_the_queue_and_wait_for_copies() {
+        let dead = |offset, reason| DeadLetter {
+            offset,
+            reason,
+            delivery_count: 1,
+        };
+        let events = vec![
+            QueueEvent::Leased {
+                offsets: vec![0],
+                deadline_ms: 100,
+            },
+            // Offset 1 expired before it was delivered: never leased.
+            QueueEvent::DeadLettered {
+                entries: vec![
+                    dead(1, DeadLetterReason::Expired),
+                    dead(0, DeadLetterReason::Rejected),
+                ],
+                copy: true,
+            },
+            QueueEvent::DeadLettered {
+                entries: vec![dead(2, DeadLetterReason::MaxDeliveries)],
+                copy: true,
+            },
+        ];
+        let mut state = QueueState::default();
+        for event in &events {
+            state.apply(event);
+        }
+        assert_eq!(state.counts(4).depth, 1);
+        assert_eq!(state.lease(10, 4, 0, 100), vec![(3, 1)]);
+        let first = state.next_pending_copy().unwrap();
+        assert_eq!(first.first_sequence, 0);
+        assert_eq!(first.entries.len(), 2);
+        state.apply(&QueueEvent::DeadLettersCopied { end_sequence: 2 });
+        let second = state.next_pending_copy().unwrap();
+        assert_eq!(second.first_sequence, 2);
+        state.apply(&QueueEvent::DeadLettersCopied { end_sequence: 3 });
+        assert_eq!(state.next_pending_copy(), None);
+        // Without a dead-letter queue nothing waits to be copied.
+        let mut plain = QueueState::default();
+        plain.apply(&QueueEvent::DeadLettered {
+            entries: vec![dead(0, DeadLetterReason::Rejected)],
+            copy: false,
+        });
+        assert_eq!(plain.next_pending_copy(), None);
+        assert_eq!(plain.counts(1).depth, 0);
+    }
 }

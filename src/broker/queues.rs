@@ -12,8 +12,8 @@ use crate::broker::error::{BrokerError, Result};
 use crate::broker::idempotence;
 use crate::broker::message::{PublishRequest, PublishResult};
 use crate::broker::queue::{AckOutcome, Delivery, Queue};
-use crate::broker::users::Principal;
 use crate::broker::topics::check_ttl;
+use crate::broker::users::Principal;
 use crate::broker::{now_ms, read_lock, write_lock, Broker};
 use crate::log::{ProducerInfo, Record};
 use crate::meta::names::validate_name;
@@ -342,7 +342,12 @@ impl Broker {
 
     /// Checks the dead-letter queue named at the creation of `queue`: it
     /// exists, is another queue, and `principal` may send to it.
-    fn check_dead_letter_queue(&self, principal: &Principal, queue: &str, target: &str) -> Result<()> {
+    fn check_dead_letter_queue(
+        &self,
+        principal: &Principal,
+        queue: &str,
+        target: &str,
+    ) -> Result<()> {
         if target == queue {
             return Err(BrokerError::invalid(
                 "dead_letter_queue",

@@ -35,7 +35,7 @@ use crate::log::Record;
 use crate::meta::{BindingSpec, MetaEvent};
 
 /// Namespace of the producer ids of routed messages; the id is
-/// `<binding id>/<partition>`.
+/// `<topic id>/<partition>/<queue id>`.
 pub const BINDING_PRODUCERS: &str = "binding";
 
 /// Bytes read from a partition per routing step.
@@ -51,18 +51,21 @@ const ROUTE_IDLE: Duration = Duration::from_secs(1);
 /// The offsets-log entry (in place of a subscription name) of the cursor.
 const CURSOR: &str = "~route";
 
-fn sequence_entry(binding: u64) -> String {
-    format!("~binding-{binding}")
+fn sequence_entry(queue_id: u64) -> String {
+    format!("~queue-{queue_id}")
 }
 
 fn start_entry(binding: u64) -> String {
     format!("~start-{binding}")
 }
 
+/// A running router task and the topic it routes.
+type RouterTask = (Weak<Topic>, JoinHandle<()>);
+
 /// The router tasks of the topics this broker leads, by topic id.
 #[derive(Default)]
 pub(crate) struct Routers {
-    tasks: std::sync::Mutex<HashMap<u64, (Weak<Topic>, JoinHandle<()>)>>,
+    tasks: std::sync::Mutex<HashMap<u64, RouterTask>>,
 }
 
 impl Drop for Routers {
@@ -174,7 +177,9 @@ impl Broker {
                 Ok(pattern) => {
                     trie.insert(&pattern, binding.id);
                 }
-                Err(err) => warn!(binding = binding.id, error = %err, "skipping binding with an invalid pattern"),
+                Err(err) => {
+                    warn!(binding = binding.id, error = %err, "skipping binding with an invalid pattern")
+                }
             }
         }
         let mut progressed = false;
@@ -210,7 +215,11 @@ impl Broker {
                         .unwrap_or_else(|| {
                             // The leader that saw the binding's creation
                             // stopped before it committed the start.
-                            warn!(binding = binding.id, partition, "binding start unknown; starting at the end of the partition");
+                            warn!(
+                                binding = binding.id,
+                                partition,
+                                "binding start unknown; starting at the end of the partition"
+                            );
                             log.log_end_offset()
                         });
                     commits.push((key(start_entry(binding.id)), start));
@@ -228,6 +237,11 @@ impl Broker {
             .unwrap_or(earliest_start)
             .max(log.log_start_offset());
 
+        let queue_of: HashMap<u64, u64> = bindings
+            .iter()
+            .map(|binding| (binding.id, binding.queue_id))
+            .collect();
+        // By queue id: a queue with several matching bindings gets one copy.
         let mut routed: HashMap<u64, Vec<Record>> = HashMap::new();
         let mut next = cursor;
         if cursor < log.high_watermark() {
@@ -244,12 +258,18 @@ impl Broker {
                     .as_deref()
                     .map(String::from_utf8_lossy)
                     .unwrap_or_default();
-                for binding in trie.matches(&routing_key) {
-                    if record.offset >= starts[&binding] {
-                        let mut copy = record.clone();
-                        copy.offset = 0;
-                        routed.entry(binding).or_default().push(copy);
-                    }
+                let mut queues: Vec<u64> = trie
+                    .matches(&routing_key)
+                    .into_iter()
+                    .filter(|binding| record.offset >= starts[binding])
+                    .map(|binding| queue_of[&binding])
+                    .collect();
+                queues.sort_unstable();
+                queues.dedup();
+                for queue in queues {
+                    let mut copy = record.clone();
+                    copy.offset = 0;
+                    routed.entry(queue).or_default().push(copy);
                 }
             }
         }
@@ -257,15 +277,15 @@ impl Broker {
             return Ok(false);
         }
         for binding in bindings {
-            let Some(records) = routed.remove(&binding.id) else {
+            let Some(records) = routed.remove(&binding.queue_id) else {
                 continue;
             };
-            let sequence_key = key(sequence_entry(binding.id));
+            let sequence_key = key(sequence_entry(binding.queue_id));
             let sequence = topic.offsets.get(&sequence_key).unwrap_or(0);
             let count = records.len() as u64;
             let producer = idempotence::producer_hash(
                 BINDING_PRODUCERS,
-                &format!("{}/{partition}", binding.id),
+                &format!("{}/{partition}/{}", topic.spec.id, binding.queue_id),
             );
             let stored = self
                 .append_to_queue(&binding.queue, records, producer, sequence)

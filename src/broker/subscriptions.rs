@@ -125,7 +125,8 @@ impl Broker {
         let topic = self.open_topic(principal, topic, Some(Permission::Consume))?;
         validate_name(name, false).map_err(|message| BrokerError::invalid("name", message))?;
         if let Some(pattern) = &pattern {
-            Pattern::parse(pattern).map_err(|err| BrokerError::invalid("pattern", err.to_string()))?;
+            Pattern::parse(pattern)
+                .map_err(|err| BrokerError::invalid("pattern", err.to_string()))?;
         }
         let start_offsets = topic
             .partitions

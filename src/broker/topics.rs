@@ -304,10 +304,8 @@ impl Broker {
         let acks = request.acks;
         if let Some(idempotent) = &request.producer {
             idempotence::check_request(idempotent, request.messages.len())?;
-            let hash = idempotence::producer_hash(
-                idempotence::CLIENT_PRODUCERS,
-                &idempotent.producer_id,
-            );
+            let hash =
+                idempotence::producer_hash(idempotence::CLIENT_PRODUCERS, &idempotent.producer_id);
             let partition = idempotent_partition(&topic, &request.messages, hash)?;
             let count = request.messages.len() as u64;
             let records = request

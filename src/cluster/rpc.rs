@@ -20,9 +20,10 @@ use crate::cluster::proto::forwarding_server::{Forwarding, ForwardingServer};
 use crate::cluster::proto::replication_server::{Replication, ReplicationServer};
 use crate::cluster::proto::stream_frame::Frame;
 use crate::cluster::proto::{
-    AppendToQueueRequest, AppendToQueueResponse, CommitMetaRequest, CommitMetaResponse, DescribeLogsRequest, DescribeLogsResponse, EpochEnd,
-    EpochEndOffsetsRequest, EpochEndOffsetsResponse, FetchRequest, FetchResponse, Header,
-    HttpRequest, HttpResponse, LogStatus, ReplicaError, StreamFrame,
+    AppendToQueueRequest, AppendToQueueResponse, CommitMetaRequest, CommitMetaResponse,
+    DescribeLogsRequest, DescribeLogsResponse, EpochEnd, EpochEndOffsetsRequest,
+    EpochEndOffsetsResponse, FetchRequest, FetchResponse, Header, HttpRequest, HttpResponse,
+    LogStatus, ReplicaError, StreamFrame,
 };
 use crate::cluster::secret::ClusterSecret;
 use crate::cluster::{leader, streams};

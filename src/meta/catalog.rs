@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::auth::PasswordHash;
 use crate::meta::event::{
-    Access, BindingSpec, MetaEvent, Permission, QueueSpec, ResourceKind, SubscriptionSpec, TopicSpec,
+    Access, BindingSpec, MetaEvent, Permission, QueueSpec, ResourceKind, SubscriptionSpec,
+    TopicSpec,
 };
 
 /// A registered user.

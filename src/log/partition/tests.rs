@@ -743,3 +743,43 @@ fn header_len_constant_matches_minimum_batch() {
 mod allocation;
 mod descriptors;
 mod recovery;
+
+#[test]
+fn producer_batches_survive_reopen_and_follow_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let producer = |base_sequence| ProducerInfo {
+        producer_id: 42,
+        producer_epoch: 0,
+        base_sequence,
+    };
+    let batches = |log: &PartitionLog| -> Vec<(i32, i32, u64)> {
+        log.producer_batches(42)
+            .iter()
+            .map(|b| (b.first_sequence, b.last_sequence, b.base_offset))
+            .collect()
+    };
+    {
+        let log = PartitionLog::open(dir.path(), config(1 << 20, 4096)).unwrap();
+        append_values(&log, "plain", 2, 0);
+        for (i, base_sequence) in [0, 3, 5, 6, 9, 10].into_iter().enumerate() {
+            let count = if i == 0 { 3 } else { 1 };
+            let records: Vec<Record> = (0..count).map(|_| record("p")).collect();
+            log.append(&records, 0, producer(base_sequence)).unwrap();
+        }
+        // Five batches are kept, the oldest forgotten.
+        assert_eq!(
+            batches(&log),
+            vec![(3, 3, 5), (5, 5, 6), (6, 6, 7), (9, 9, 8), (10, 10, 9)]
+        );
+        assert!(log.producer_batches(7).is_empty());
+        log.close().unwrap();
+    }
+    let log = PartitionLog::open(dir.path(), config(1 << 20, 4096)).unwrap();
+    assert_eq!(
+        batches(&log),
+        vec![(3, 3, 5), (5, 5, 6), (6, 6, 7), (9, 9, 8), (10, 10, 9)]
+    );
+    log.truncate_to(7).unwrap();
+    // The table is rebuilt from what is left, so the older batch is back.
+    assert_eq!(batches(&log), vec![(0, 2, 2), (3, 3, 5), (5, 5, 6)]);
+}

@@ -1,0 +1,588 @@
+//! The messaging model on a real broker: bindings with routing-key
+//! patterns, subscription filters, time to live, dead letters, and
+//! idempotent producers, including across SIGKILL and restart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_error, Api, BrokerProcess};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+async fn post(api: &Api, path: &str, body: Value) -> (StatusCode, Value) {
+    api.call(Method::POST, path, Some(body)).await
+}
+
+async fn create(api: &Api, path: &str, body: Value) {
+    let (status, reply) = post(api, path, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{path}: {reply}");
+}
+
+async fn publish(api: &Api, topic: &str, messages: Value) -> Value {
+    let path = format!("/v1/topics/{topic}/messages");
+    let (status, reply) = post(api, &path, json!({ "messages": messages })).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    reply
+}
+
+/// Receives from `queue` until `count` messages arrived or `limit` passed,
+/// acking each; returns their values.
+async fn drain(api: &Api, queue: &str, count: usize, limit: Duration) -> Vec<Value> {
+    let started = Instant::now();
+    let mut values = Vec::new();
+    while values.len() < count && started.elapsed() < limit {
+        let (status, reply) = post(
+            api,
+            &format!("/v1/queues/{queue}/receive"),
+            json!({"max_messages": 100, "wait_ms": 200}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        let messages = reply["messages"].as_array().unwrap().clone();
+        if messages.is_empty() {
+            continue;
+        }
+        let ids: Vec<Value> = messages.iter().map(|m| m["id"].clone()).collect();
+        let (status, reply) = post(
+            api,
+            &format!("/v1/queues/{queue}/ack"),
+            json!({ "ids": ids }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        values.extend(messages.into_iter().map(|m| m["value"].clone()));
+    }
+    values
+}
+
+/// What a receive right now returns, without acking.
+async fn receive(api: &Api, queue: &str, wait_ms: u64) -> Vec<Value> {
+    let (status, reply) = post(
+        api,
+        &format!("/v1/queues/{queue}/receive"),
+        json!({"max_messages": 100, "wait_ms": wait_ms}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    reply["messages"].as_array().unwrap().clone()
+}
+
+fn values(messages: &[Value]) -> Vec<Value> {
+    messages.iter().map(|m| m["value"].clone()).collect()
+}
+
+#[tokio::test]
+async fn bindings_route_by_pattern_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[]);
+    let api = Api::user(&broker.url, "alice").await;
+    create(
+        &api,
+        "/v1/topics",
+        json!({"name": "orders", "partitions": 3}),
+    )
+    .await;
+    for queue in ["eu", "created", "everything", "exact"] {
+        create(&api, "/v1/queues", json!({ "name": queue })).await;
+    }
+    // Published before any binding: never routed.
+    publish(
+        &api,
+        "orders",
+        json!([{"value": "old", "routing_key": "orders.eu.created"}]),
+    )
+    .await;
+
+    let bind = |queue: &'static str, pattern: &'static str| {
+        let api = api.clone();
+        async move {
+            let (status, reply) = post(
+                &api,
+                &format!("/v1/queues/{queue}/bindings"),
+                json!({"topic": "orders", "pattern": pattern}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{reply}");
+            assert_eq!(reply["pattern"], pattern);
+            reply["id"].as_u64().unwrap()
+        }
+    };
+    bind("eu", "orders.eu.#").await;
+    bind("created", "orders.*.created").await;
+    bind("everything", "#").await;
+    bind("exact", "orders.us.created").await;
+    // Two patterns of one queue that both match route a message once.
+    bind("eu", "#.created").await;
+
+    let messages: Vec<Value> = [
+        ("orders.eu.created", 1),
+        ("orders.us.created", 2),
+        ("orders.eu", 3),
+        ("orders.eu.paid.late", 4),
+        ("", 5),
+        ("orders..created", 6),
+    ]
+    .iter()
+    .map(|(key, value)| json!({"value": value, "routing_key": key, "key": format!("k{value}")}))
+    .chain([json!({"value": 7})])
+    .collect();
+    publish(&api, "orders", Value::Array(messages)).await;
+
+    let limit = Duration::from_secs(10);
+    let mut eu = drain(&api, "eu", 4, limit).await;
+    eu.sort_by_key(|v| v.as_i64());
+    // `#.created` adds 2 and 6 to the `orders.eu.#` matches 1, 3 and 4.
+    assert_eq!(eu, vec![json!(1), json!(2), json!(3), json!(4), json!(6)]);
+    let mut created = drain(&api, "created", 3, limit).await;
+    created.sort_by_key(|v| v.as_i64());
+    // `*` matches the empty middle word of `orders..created`.
+    assert_eq!(created, vec![json!(1), json!(2), json!(6)]);
+    let mut everything = drain(&api, "everything", 7, limit).await;
+    everything.sort_by_key(|v| v.as_i64());
+    assert_eq!(everything, (1..=7).map(|v| json!(v)).collect::<Vec<_>>());
+    assert_eq!(drain(&api, "exact", 1, limit).await, vec![json!(2)]);
+    // Nothing more arrives later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for queue in ["eu", "created", "everything", "exact"] {
+        assert!(receive(&api, queue, 0).await.is_empty(), "{queue}");
+    }
+}
+
+#[tokio::test]
+async fn binding_requests_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[]);
+    let alice = Api::user(&broker.url, "alice").await;
+    let bob = Api::user(&broker.url, "bob").await;
+    create(&alice, "/v1/topics", json!({"name": "t"})).await;
+    create(&alice, "/v1/queues", json!({"name": "q"})).await;
+    create(
+        &alice,
+        "/v1/topics",
+        json!({"name": "secret", "access": "private"}),
+    )
+    .await;
+
+    let path = "/v1/queues/q/bindings";
+    for (body, field) in [
+        (json!({"topic": "t", "pattern": "a.b*"}), "pattern"),
+        (json!({"topic": "t", "pattern": "x".repeat(256)}), "pattern"),
+        (json!({"topic": "missing", "pattern": "#"}), "topic"),
+        (json!({"topic": "secret", "pattern": "#"}), "topic"),
+    ] {
+        let (status, reply) = post(&bob, path, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {reply}");
+        assert!(
+            reply["error"]["message"].as_str().unwrap().contains(field),
+            "{reply}"
+        );
+    }
+    let result = post(&alice, path, json!({"topic": "t"})).await;
+    assert_error(&result, StatusCode::BAD_REQUEST, "invalid_argument");
+    let result = post(
+        &alice,
+        "/v1/queues/none/bindings",
+        json!({"topic": "t", "pattern": "#"}),
+    )
+    .await;
+    assert_error(&result, StatusCode::NOT_FOUND, "not_found");
+
+    create(&bob, path, json!({"topic": "t", "pattern": "a.*"})).await;
+    let result = post(&alice, path, json!({"topic": "t", "pattern": "a.*"})).await;
+    assert_error(&result, StatusCode::CONFLICT, "already_exists");
+    let list = alice.get_ok(path).await;
+    let bindings = list["bindings"].as_array().unwrap();
+    assert_eq!(bindings.len(), 1);
+    assert_eq!(bindings[0]["owner"], "bob");
+    let id = bindings[0]["id"].as_u64().unwrap();
+
+    // Only the binding's creator or the queue's owner removes it.
+    let carol = Api::user(&broker.url, "carol").await;
+    let result = carol
+        .call(Method::DELETE, &format!("{path}/{id}"), None)
+        .await;
+    assert_error(&result, StatusCode::FORBIDDEN, "forbidden");
+    let result = alice.call(Method::DELETE, &format!("{path}/x"), None).await;
+    assert_error(&result, StatusCode::BAD_REQUEST, "invalid_argument");
+    let (status, _) = alice
+        .call(Method::DELETE, &format!("{path}/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let result = alice
+        .call(Method::DELETE, &format!("{path}/{id}"), None)
+        .await;
+    assert_error(&result, StatusCode::NOT_FOUND, "not_found");
+
+    // A removed binding routes nothing more.
+    publish(&alice, "t", json!([{"value": 1, "routing_key": "a.b"}])).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(receive(&alice, "q", 0).await.is_empty());
+}
+
+#[tokio::test]
+async fn routing_survives_sigkill_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(dir.path(), &["--fsync", "always"]);
+    let api = Api::user(&broker.url, "alice").await;
+    create(
+        &api,
+        "/v1/topics",
+        json!({"name": "events", "partitions": 2}),
+    )
+    .await;
+    create(&api, "/v1/queues", json!({"name": "odd"})).await;
+    let (status, reply) = post(
+        &api,
+        "/v1/queues/odd/bindings",
+        json!({"topic": "events", "pattern": "odd.#"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+
+    let mut acknowledged = Vec::new();
+    for round in 0..4 {
+        for batch in 0..10 {
+            let messages: Vec<Value> = (0..10)
+                .map(|i| {
+                    let n = round * 100 + batch * 10 + i;
+                    let key = if n % 2 == 1 { "odd.n" } else { "even.n" };
+                    json!({"value": n, "routing_key": key})
+                })
+                .collect();
+            let api = Api {
+                url: broker.url.clone(),
+                ..api.clone()
+            };
+            publish(&api, "events", Value::Array(messages)).await;
+            acknowledged.extend((0..10).map(|i| round * 100 + batch * 10 + i));
+        }
+        // Kill while the router is most likely at work.
+        broker.restart();
+    }
+    let api = Api {
+        url: broker.url.clone(),
+        ..api.clone()
+    };
+    let expected: Vec<i64> = acknowledged
+        .iter()
+        .filter(|n| *n % 2 == 1)
+        .map(|n| *n as i64)
+        .collect();
+    let mut routed: Vec<i64> = drain(&api, "odd", expected.len(), Duration::from_secs(20))
+        .await
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    routed.extend(
+        values(&receive(&api, "odd", 0).await)
+            .iter()
+            .map(|v| v.as_i64().unwrap()),
+    );
+    routed.sort();
+    assert_eq!(routed, expected, "every odd message routed exactly once");
+}
+
+#[tokio::test]
+async fn subscription_filter_delivers_matching_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[]);
+    let api = Api::user(&broker.url, "alice").await;
+    create(&api, "/v1/topics", json!({"name": "logs", "partitions": 2})).await;
+    create(
+        &api,
+        "/v1/topics/logs/subscriptions",
+        json!({"name": "errors", "pattern": "*.error"}),
+    )
+    .await;
+    let result = post(
+        &api,
+        "/v1/topics/logs/subscriptions",
+        json!({"name": "bad", "pattern": "a#"}),
+    )
+    .await;
+    assert_error(&result, StatusCode::BAD_REQUEST, "invalid_argument");
+    publish(
+        &api,
+        "logs",
+        json!([
+            {"value": 1, "routing_key": "db.error"},
+            {"value": 2, "routing_key": "db.info"},
+            {"value": 3},
+            {"value": 4, "routing_key": "web.error", "key": "x"},
+            {"value": 5, "routing_key": "web.error.late"},
+        ]),
+    )
+    .await;
+    let reply = api
+        .get_ok("/v1/topics/logs/subscriptions/errors/messages?max_messages=100&wait_ms=0")
+        .await;
+    let mut got = values(reply["messages"].as_array().unwrap());
+    got.sort_by_key(|v| v.as_i64());
+    assert_eq!(got, vec![json!(1), json!(4)]);
+}
+
+#[tokio::test]
+async fn expired_messages_are_never_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[]);
+    let api = Api::user(&broker.url, "alice").await;
+    create(
+        &api,
+        "/v1/topics",
+        json!({"name": "t", "message_ttl_ms": 300}),
+    )
+    .await;
+    create(
+        &api,
+        "/v1/topics/t/subscriptions",
+        json!({"name": "s", "start": "earliest"}),
+    )
+    .await;
+    create(&api, "/v1/queues", json!({"name": "dead"})).await;
+    create(
+        &api,
+        "/v1/queues",
+        json!({"name": "q", "message_ttl_ms": 300, "dead_letter_queue": "dead"}),
+    )
+    .await;
+    let result = post(
+        &api,
+        "/v1/queues",
+        json!({"name": "z", "message_ttl_ms": 0}),
+    )
+    .await;
+    assert_error(&result, StatusCode::BAD_REQUEST, "invalid_argument");
+    let result = publish_status(&api, "t", json!([{"value": 0, "ttl_ms": 0}])).await;
+    assert_eq!(result, StatusCode::BAD_REQUEST);
+
+    // Short-lived by default, one with its own long TTL.
+    publish(
+        &api,
+        "t",
+        json!([{"value": "short"}, {"value": "long", "ttl_ms": 60000}]),
+    )
+    .await;
+    let (status, reply) = post(
+        &api,
+        "/v1/queues/q/messages",
+        json!({"messages": [{"value": "short"}, {"value": "long", "ttl_ms": 60000}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    // Before expiry both are readable.
+    let fetched = api
+        .get_ok("/v1/topics/t/partitions/0/messages?offset=0")
+        .await;
+    assert_eq!(fetched["messages"].as_array().unwrap().len(), 2);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let fetched = api
+        .get_ok("/v1/topics/t/partitions/0/messages?offset=0")
+        .await;
+    assert_eq!(
+        values(fetched["messages"].as_array().unwrap()),
+        vec![json!("long")]
+    );
+    assert_eq!(fetched["next_offset"], 2);
+    let pulled = api
+        .get_ok("/v1/topics/t/subscriptions/s/messages?wait_ms=0")
+        .await;
+    assert_eq!(
+        values(pulled["messages"].as_array().unwrap()),
+        vec![json!("long")]
+    );
+    assert_eq!(values(&receive(&api, "q", 0).await), vec![json!("long")]);
+    let dead = receive(&api, "dead", 1000).await;
+    assert_eq!(values(&dead), vec![json!("short")]);
+    assert_eq!(dead[0]["headers"]["ferry-dead-letter-reason"], "expired");
+    assert_eq!(dead[0]["headers"]["ferry-dead-letter-queue"], "q");
+    assert_eq!(dead[0]["headers"]["ferry-dead-letter-offset"], "0");
+    assert_eq!(dead[0]["headers"]["ferry-delivery-count"], "0");
+}
+
+async fn publish_status(api: &Api, topic: &str, messages: Value) -> StatusCode {
+    let path = format!("/v1/topics/{topic}/messages");
+    post(api, &path, json!({ "messages": messages })).await.0
+}
+
+#[tokio::test]
+async fn dead_letters_after_max_deliveries_and_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(dir.path(), &["--fsync", "always"]);
+    let api = Api::user(&broker.url, "alice").await;
+    let bob = Api::user(&broker.url, "bob").await;
+    create(&api, "/v1/queues", json!({"name": "dead"})).await;
+    create(
+        &api,
+        "/v1/queues",
+        json!({"name": "private-dead", "access": "private"}),
+    )
+    .await;
+    for (body, field) in [
+        (json!({"name": "x", "dead_letter_queue": "x"}), "itself"),
+        (
+            json!({"name": "x", "dead_letter_queue": "missing"}),
+            "does not exist",
+        ),
+        (json!({"name": "x", "max_deliveries": 0}), "max_deliveries"),
+    ] {
+        let (status, reply) = post(&api, "/v1/queues", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {reply}");
+        assert!(
+            reply["error"]["message"].as_str().unwrap().contains(field),
+            "{reply}"
+        );
+    }
+    // Another user's private queue does not exist for bob.
+    let (status, _) = post(
+        &bob,
+        "/v1/queues",
+        json!({"name": "x", "dead_letter_queue": "private-dead"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    create(
+        &api,
+        "/v1/queues",
+        json!({"name": "work", "max_deliveries": 2, "dead_letter_queue": "dead",
+               "visibility_timeout_ms": 100}),
+    )
+    .await;
+    let (status, _) = post(
+        &api,
+        "/v1/queues/work/messages",
+        json!({"messages": [{"value": "poison", "headers": {"h": "kept"}}, {"value": "bad"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // "bad" is rejected at once; "poison" is received twice and never acked.
+    let first = receive(&api, "work", 0).await;
+    assert_eq!(values(&first), vec![json!("poison"), json!("bad")]);
+    let (status, reply) = post(
+        &api,
+        "/v1/queues/work/nack",
+        json!({"ids": [first[1]["id"]], "requeue": false}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = receive(&api, "work", 0).await;
+    assert_eq!(values(&second), vec![json!("poison")]);
+    assert_eq!(second[0]["delivery_count"], 2);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(receive(&api, "work", 0).await.is_empty(), "over the limit");
+
+    // The dead letters survive a SIGKILL of the broker.
+    broker.restart();
+    let api = Api {
+        url: broker.url.clone(),
+        ..api
+    };
+    let dead = receive(&api, "dead", 1000).await;
+    assert_eq!(values(&dead), vec![json!("bad"), json!("poison")]);
+    assert_eq!(dead[0]["headers"]["ferry-dead-letter-reason"], "rejected");
+    assert_eq!(dead[0]["headers"]["ferry-delivery-count"], "1");
+    assert_eq!(
+        dead[1]["headers"]["ferry-dead-letter-reason"],
+        "max_deliveries"
+    );
+    assert_eq!(dead[1]["headers"]["ferry-delivery-count"], "2");
+    assert_eq!(dead[1]["headers"]["ferry-dead-letter-queue"], "work");
+    assert_eq!(dead[1]["headers"]["h"], "kept");
+    assert_eq!(dead[1]["producer"], "alice");
+    let work = api.get_ok("/v1/queues/work").await;
+    assert_eq!(work["depth"], 0, "{work}");
+    assert!(receive(&api, "work", 0).await.is_empty());
+}
+
+#[tokio::test]
+async fn idempotent_publish_stores_once_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(dir.path(), &["--fsync", "always"]);
+    let api = Api::user(&broker.url, "alice").await;
+    create(&api, "/v1/topics", json!({"name": "t", "partitions": 4})).await;
+    create(&api, "/v1/queues", json!({"name": "q"})).await;
+    let request = |first: u64, values: &[&str]| {
+        json!({
+            "producer_id": "producer-1",
+            "messages": values.iter().enumerate()
+                .map(|(i, v)| json!({"value": v, "sequence": first + i as u64}))
+                .collect::<Vec<_>>(),
+        })
+    };
+
+    for path in ["/v1/topics/t/messages", "/v1/queues/q/messages"] {
+        let (status, first) = post(&api, path, request(0, &["a", "b", "c"])).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        assert!(first.get("duplicate").is_none());
+        for _ in 0..2 {
+            let (status, again) = post(&api, path, request(0, &["a", "b", "c"])).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(again["offsets"], first["offsets"]);
+            assert_eq!(again["duplicate"], true);
+        }
+        let result = post(&api, path, request(5, &["gap"])).await;
+        assert_error(&result, StatusCode::CONFLICT, "out_of_order_sequence");
+        let result = post(&api, path, request(2, &["c", "d"])).await;
+        assert_error(&result, StatusCode::CONFLICT, "out_of_order_sequence");
+    }
+
+    broker.restart();
+    let api = Api {
+        url: broker.url.clone(),
+        ..api
+    };
+    for path in ["/v1/topics/t/messages", "/v1/queues/q/messages"] {
+        let (status, again) = post(&api, path, request(0, &["a", "b", "c"])).await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again["duplicate"], true, "{path} after restart");
+        let (status, next) = post(&api, path, request(3, &["d"])).await;
+        assert_eq!(status, StatusCode::OK, "{next}");
+        assert!(next.get("duplicate").is_none());
+    }
+
+    // Stored once: four messages in the topic, all in one partition.
+    let topic = api.get_ok("/v1/topics/t").await;
+    let ends: Vec<u64> = topic["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["end_offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ends.iter().sum::<u64>(), 4, "{topic}");
+    assert_eq!(ends.iter().filter(|end| **end > 0).count(), 1, "{topic}");
+    assert_eq!(
+        values(&receive(&api, "q", 0).await),
+        vec![json!("a"), json!("b"), json!("c"), json!("d")]
+    );
+
+    // Malformed idempotent requests.
+    for body in [
+        json!({"messages": [{"value": 1, "sequence": 0}]}),
+        json!({"producer_id": "p", "messages": [{"value": 1}]}),
+        json!({"producer_id": "p", "messages": [{"value": 1, "sequence": 0}, {"value": 2, "sequence": 2}]}),
+        json!({"producer_id": "", "messages": [{"value": 1, "sequence": 0}]}),
+        json!({"producer_id": "p", "messages": [{"value": 1, "sequence": 2147483648u64}]}),
+        json!({"producer_id": "p", "messages": [
+            {"value": 1, "sequence": 0, "key": "k1"},
+            {"value": 2, "sequence": 1, "key": "k2"},
+            {"value": 3, "sequence": 2, "key": "k3"},
+            {"value": 4, "sequence": 3, "key": "k4"},
+            {"value": 5, "sequence": 4, "key": "k5"}]}),
+    ] {
+        let result = post(&api, "/v1/topics/t/messages", body.clone()).await;
+        assert_error(&result, StatusCode::BAD_REQUEST, "invalid_argument");
+    }
+    // A new producer starts at 0.
+    let result = post(
+        &api,
+        "/v1/topics/t/messages",
+        json!({"producer_id": "new", "messages": [{"value": 1, "sequence": 1}]}),
+    )
+    .await;
+    assert_error(&result, StatusCode::CONFLICT, "out_of_order_sequence");
+}
