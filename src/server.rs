@@ -15,14 +15,9 @@ use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use bytes::Bytes;
-use http_body_util::BodyExt;
-use tower_service::Service;
-use warp::filters::BoxedFilter;
-
 use crate::api;
 use crate::broker::Broker;
-use crate::cluster::rpc::{self, HttpHandler, RpcState};
+use crate::cluster::rpc::{self, RpcState};
 use crate::cluster::secret::ClusterSecret;
 use crate::cluster::state::BrokerInfo;
 use crate::cluster::Cluster;
@@ -151,29 +146,6 @@ async fn join_cluster(
     Ok(ClusterParts { cluster, rpc })
 }
 
-/// Runs REST requests forwarded by other brokers through `routes`.
-fn forwarded_request_handler(routes: BoxedFilter<(warp::reply::Response,)>) -> HttpHandler {
-    Arc::new(move |request: warp::http::Request<Bytes>| {
-        let mut service = warp::service(routes.clone());
-        Box::pin(async move {
-            let request = request.map(http_body_util::Full::new);
-            let response = match service.call(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            };
-            let (parts, body) = response.into_parts();
-            let bytes = match body.collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(err) => {
-                    warn!(error = %err, "failed to read the response of a forwarded request");
-                    Bytes::new()
-                }
-            };
-            warp::http::Response::from_parts(parts, bytes)
-        })
-    })
-}
-
 async fn serve(
     config: Config,
     listener: TcpListener,
@@ -187,10 +159,7 @@ async fn serve(
         cluster.as_ref().map(|parts| Arc::clone(&parts.cluster)),
     );
     if let Some(parts) = &cluster {
-        let _ = parts
-            .rpc
-            .http
-            .set(forwarded_request_handler(routes.clone()));
+        let _ = parts.rpc.http.set(api::loopback::handler(routes.clone()));
     }
     let service = warp::service(routes);
     let graceful = GracefulShutdown::new();

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{try_call, TestCluster};
-use common::Api;
+use common::{read_events, Api};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -87,6 +87,12 @@ async fn routing_dead_letters_and_retries_cross_brokers() {
     .await;
     create(&alice, "/v1/topics", json!({"name": "orders"})).await;
     create(&alice, "/v1/queues", json!({"name": "created"})).await;
+    create(
+        &alice,
+        "/v1/topics/orders/subscriptions",
+        json!({"name": "watch", "start": "earliest"}),
+    )
+    .await;
     let topic_key = cluster.topic_key(&alice, "orders").await;
     let topic_leader = cluster.leader_of(&alice, &topic_key).await;
     let description = cluster.describe(&alice).await.unwrap();
@@ -171,4 +177,31 @@ async fn routing_dead_letters_and_retries_cross_brokers() {
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["value"], "reject me");
     assert_eq!(dead[0]["headers"]["ferry-dead-letter-reason"], "rejected");
+
+    // The event stream works on a broker that does not lead the topic.
+    let leader = cluster.leader_of(&api, &topic_key).await;
+    let other = (1..=3)
+        .find(|id| *id != leader && *id != topic_leader)
+        .unwrap();
+    let mut events = api
+        .http
+        .get(format!(
+            "{}/v1/topics/orders/subscriptions/watch/events?max_messages=5",
+            cluster.url(other)
+        ))
+        .bearer_auth(api.token.as_ref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    let received = read_events(&mut events, 20, Duration::from_secs(30)).await;
+    let values: Vec<u64> = received
+        .iter()
+        .map(|(_, _, data)| {
+            serde_json::from_str::<Value>(data).unwrap()["value"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(values, (0..20).collect::<Vec<_>>());
 }

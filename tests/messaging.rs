@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_error, Api, BrokerProcess};
+use common::{assert_error, read_events, Api, BrokerProcess};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -585,4 +585,90 @@ async fn idempotent_publish_stores_once_across_restart() {
     )
     .await;
     assert_error(&result, StatusCode::CONFLICT, "out_of_order_sequence");
+}
+
+#[tokio::test]
+async fn subscription_events_stream_and_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[]);
+    let api = Api::user(&broker.url, "alice").await;
+    create(&api, "/v1/topics", json!({"name": "t"})).await;
+    create(
+        &api,
+        "/v1/topics/t/subscriptions",
+        json!({"name": "s", "pattern": "keep.#"}),
+    )
+    .await;
+    let url = format!("{}/v1/topics/t/subscriptions/s/events", broker.url);
+
+    // Errors come as plain responses before any stream starts.
+    let missing = api
+        .http
+        .get(format!(
+            "{}/v1/topics/t/subscriptions/none/events",
+            broker.url
+        ))
+        .bearer_auth(api.token.as_ref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let anonymous = api.http.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
+    let mut response = api
+        .http
+        .get(&url)
+        .bearer_auth(api.token.as_ref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "{:?}",
+        response.headers()
+    );
+    publish(
+        &api,
+        "t",
+        json!([
+            {"value": "a", "routing_key": "keep.1"},
+            {"value": "skipped", "routing_key": "drop"},
+            {"value": {"b": "ü"}, "routing_key": "keep"},
+        ]),
+    )
+    .await;
+    let events = read_events(&mut response, 2, Duration::from_secs(10)).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0].0, "message");
+    assert_eq!(events[0].1, "0-0");
+    let first: Value = serde_json::from_str(&events[0].2).unwrap();
+    assert_eq!(first["value"], "a");
+    assert_eq!(events[1].1, "0-2");
+    let second: Value = serde_json::from_str(&events[1].2).unwrap();
+    assert_eq!(second["value"]["b"], "ü");
+
+    // What the stream sent is committed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let list = api.get_ok("/v1/topics/t/subscriptions").await;
+        if list["subscriptions"][0]["committed"] == json!([{"partition": 0, "offset": 3}]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Deleting the subscription ends the stream with an error event.
+    let (status, _) = api
+        .call(Method::DELETE, "/v1/topics/t/subscriptions/s", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let events = read_events(&mut response, 1, Duration::from_secs(10)).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "error");
+    let error: Value = serde_json::from_str(&events[0].2).unwrap();
+    assert_eq!(error["error"]["code"], "not_found");
 }

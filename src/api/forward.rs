@@ -206,6 +206,9 @@ async fn route_when_ready(cluster: &Cluster, path: &str, hops: u32) -> Route {
 fn route(cluster: &Cluster, path: &str, hops: u32) -> Route {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (kind, name) = match segments.as_slice() {
+        // An event stream is served where the client connected; its pulls
+        // and commits are requests of their own, forwarded as usual.
+        ["v1", "topics", _, "subscriptions", _, "events"] => return Route::Here,
         ["v1", "topics", name, ..] if !name.is_empty() => ("topic", *name),
         ["v1", "queues", name, ..] if !name.is_empty() => ("queue", *name),
         _ => return Route::Here,

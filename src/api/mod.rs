@@ -4,11 +4,13 @@
 //! rules live in `crate::broker`. One resource per file.
 
 pub mod error;
+pub mod loopback;
 pub mod request;
 pub mod wire;
 
 mod bindings;
 mod cluster;
+mod events;
 mod forward;
 mod grants;
 mod queues;
@@ -21,7 +23,7 @@ mod users;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -51,6 +53,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The cluster, when the broker is part of one.
     pub cluster: Option<Arc<Cluster>>,
+    /// Runs a request through these routes; set once they are built.
+    pub loopback: Arc<OnceLock<loopback::HttpHandler>>,
 }
 
 /// Every route of the REST API, with errors mapped to JSON. In a cluster,
@@ -60,8 +64,10 @@ pub fn routes(broker: Arc<Broker>, cluster: Option<Arc<Cluster>>) -> BoxedFilter
         broker,
         metrics: Arc::new(Metrics::default()),
         cluster: cluster.clone(),
+        loopback: Arc::new(OnceLock::new()),
     };
     let metrics = Arc::clone(&context.metrics);
+    let loopback_slot = Arc::clone(&context.loopback);
     let forwarded = match cluster {
         Some(cluster) => forward::forwarded_streams(Arc::clone(&cluster))
             .or(forward::forwarded(&context, cluster))
@@ -72,10 +78,12 @@ pub fn routes(broker: Arc<Broker>, cluster: Option<Arc<Cluster>>) -> BoxedFilter
             .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })
             .boxed(),
     };
-    forwarded
+    let all = forwarded
         .or(users::routes(&context))
         .unify()
         .or(topics::routes(&context))
+        .unify()
+        .or(events::routes(&context))
         .unify()
         .or(subscriptions::routes(&context))
         .unify()
@@ -107,7 +115,11 @@ pub fn routes(broker: Arc<Broker>, cluster: Option<Arc<Cluster>>) -> BoxedFilter
             );
         }))
         .map(Reply::into_response)
-        .boxed()
+        .boxed();
+    // The routes and the handler refer to each other, so both live as long
+    // as the process; the server closes the broker explicitly.
+    let _ = loopback_slot.set(loopback::handler(all.clone()));
+    all
 }
 
 /// A filter that yields the context.

@@ -29,12 +29,7 @@ use crate::cluster::secret::ClusterSecret;
 use crate::cluster::{leader, streams};
 use crate::meta::MetaEvent;
 
-/// Runs one REST request through this broker's routes.
-pub type HttpHandler = Arc<
-    dyn Fn(warp::http::Request<Bytes>) -> BoxFuture<'static, warp::http::Response<Bytes>>
-        + Send
-        + Sync,
->;
+pub use crate::api::loopback::HttpHandler;
 
 /// HTTP/2 flow-control window per stream: one fetch response carries up
 /// to a few MiB, which the 64 KiB default would cut into many round trips.

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -295,4 +295,42 @@ pub fn data_dir() -> Option<PathBuf> {
     }
     eprintln!("SKIPPED: {message}");
     None
+}
+
+/// Reads server-sent events from `response` until `count` events arrived
+/// or `limit` passed; returns (event, id, data) triples.
+pub async fn read_events(
+    response: &mut reqwest::Response,
+    count: usize,
+    limit: Duration,
+) -> Vec<(String, String, String)> {
+    let deadline = Instant::now() + limit;
+    let mut text = String::new();
+    let mut events = Vec::new();
+    while events.len() < count && Instant::now() < deadline {
+        let chunk = tokio::time::timeout(Duration::from_millis(200), response.chunk()).await;
+        match chunk {
+            Ok(Ok(Some(bytes))) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(_) => break,
+            Err(_) => {}
+        }
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let (mut event, mut id, mut data) = (String::new(), String::new(), String::new());
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("event:") {
+                    event = value.trim().to_string();
+                } else if let Some(value) = line.strip_prefix("id:") {
+                    id = value.trim().to_string();
+                } else if let Some(value) = line.strip_prefix("data:") {
+                    data = value.trim().to_string();
+                }
+            }
+            // Keep-alive comments have no event.
+            if !event.is_empty() {
+                events.push((event, id, data));
+            }
+        }
+    }
+    events
 }
