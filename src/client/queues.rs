@@ -4,8 +4,9 @@ use bytes::Bytes;
 use reqwest::Method;
 
 use crate::client::types::{
-    Acked, CreateQueue, Message, Messages, MessagesOut, Nacked, NewMessage, Offsets,
-    PartitionOffset, Queue, QueueList, ReceiveParams, SettleRequest,
+    Acked, Binding, BindingList, CreateQueue, IdempotentMessagesOut, Message, Messages,
+    MessagesOut, Nacked, NewMessage, Offsets, PartitionOffset, Queue, QueueList, ReceiveParams,
+    SettleRequest, Stored,
 };
 use crate::client::{json_body, Client, ClientError};
 
@@ -75,6 +76,52 @@ impl Client {
         Ok(offsets.offsets)
     }
 
+    /// Sends `messages` as idempotent producer `producer_id`, numbered from
+    /// `first_sequence`: sent again (after a timeout, say), the request is
+    /// stored once and answered with `duplicate` set.
+    pub async fn send_idempotent(
+        &self,
+        queue: &str,
+        producer_id: &str,
+        first_sequence: u64,
+        messages: &[NewMessage],
+    ) -> Result<Stored, ClientError> {
+        let body = idempotent_body(producer_id, first_sequence, messages);
+        let segments = ["v1", "queues", queue, "messages"];
+        self.call(Method::POST, &segments, &[], Some(body)).await
+    }
+
+    /// Binds `queue` to `topic`: messages published there whose routing key
+    /// matches `pattern` are also sent to the queue.
+    pub async fn create_binding(
+        &self,
+        queue: &str,
+        topic: &str,
+        pattern: &str,
+    ) -> Result<Binding, ClientError> {
+        let body = json_body(&serde_json::json!({"topic": topic, "pattern": pattern}));
+        let segments = ["v1", "queues", queue, "bindings"];
+        self.call(Method::POST, &segments, &[], Some(body)).await
+    }
+
+    /// The bindings of `queue`.
+    pub async fn list_bindings(&self, queue: &str) -> Result<Vec<Binding>, ClientError> {
+        let segments = ["v1", "queues", queue, "bindings"];
+        let list: BindingList = self.call(Method::GET, &segments, &[], None).await?;
+        Ok(list.bindings)
+    }
+
+    /// Removes binding `id` of `queue`.
+    pub async fn delete_binding(&self, queue: &str, id: u64) -> Result<(), ClientError> {
+        let id = id.to_string();
+        self.call_no_content(
+            Method::DELETE,
+            &["v1", "queues", queue, "bindings", &id],
+            None,
+        )
+        .await
+    }
+
     /// Leases up to `max_messages` messages: `POST
     /// /v1/queues/{queue}/receive`. Each delivery carries an `id` to ack or
     /// nack before its lease (the visibility timeout) runs out. After that
@@ -101,7 +148,8 @@ impl Client {
     }
 
     /// Nacks deliveries by id: with `requeue` the messages are ready for
-    /// delivery again at once, without it they are not delivered again.
+    /// delivery again at once, without it they go to the queue's
+    /// dead-letter queue (or are dropped when it has none).
     pub async fn nack(
         &self,
         queue: &str,
@@ -115,4 +163,25 @@ impl Client {
         let segments = ["v1", "queues", queue, "nack"];
         self.call(Method::POST, &segments, &[], Some(body)).await
     }
+}
+
+/// The body of an idempotent request: `messages` numbered from
+/// `first_sequence`.
+pub(crate) fn idempotent_body(
+    producer_id: &str,
+    first_sequence: u64,
+    messages: &[NewMessage],
+) -> Bytes {
+    let messages = messages
+        .iter()
+        .enumerate()
+        .map(|(index, message)| NewMessage {
+            sequence: Some(first_sequence + index as u64),
+            ..message.clone()
+        })
+        .collect();
+    json_body(&IdempotentMessagesOut {
+        producer_id,
+        messages,
+    })
 }

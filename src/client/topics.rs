@@ -6,8 +6,8 @@ use reqwest::Method;
 
 use crate::client::types::{
     CreateSubscription, CreateTopic, FetchParams, Fetched, Message, Messages, MessagesOut,
-    NewMessage, Offsets, PartitionOffset, PullParams, Subscription, SubscriptionList, Topic,
-    TopicList,
+    NewMessage, Offsets, PartitionOffset, PullParams, Stored, Subscription, SubscriptionList,
+    Topic, TopicList,
 };
 use crate::client::{json_body, Client, ClientError};
 
@@ -55,6 +55,22 @@ impl Client {
     ) -> Result<Vec<PartitionOffset>, ClientError> {
         self.publish_body(topic, json_body(&MessagesOut { messages }), None)
             .await
+    }
+
+    /// Publishes `messages` as idempotent producer `producer_id`, numbered
+    /// from `first_sequence` (sequences count up per producer and topic).
+    /// Sent again, the request is stored once and answered with
+    /// `duplicate` set. The messages of one request go to one partition.
+    pub async fn publish_idempotent(
+        &self,
+        topic: &str,
+        producer_id: &str,
+        first_sequence: u64,
+        messages: &[NewMessage],
+    ) -> Result<Stored, ClientError> {
+        let body = crate::client::queues::idempotent_body(producer_id, first_sequence, messages);
+        let segments = ["v1", "topics", topic, "messages"];
+        self.call(Method::POST, &segments, &[], Some(body)).await
     }
 
     /// Publishes an already encoded `{"messages": [...]}` body, for callers

@@ -174,6 +174,14 @@ pub struct NewMessage {
     /// String headers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Time to live in milliseconds; the broker never delivers the message
+    /// after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// Sequence number of an idempotent producer's message; set by
+    /// `publish_idempotent` and `send_idempotent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
 }
 
 impl NewMessage {
@@ -210,12 +218,59 @@ impl NewMessage {
         self.headers.insert(name.into(), value.into());
         self
     }
+
+    /// Sets the time to live, in milliseconds.
+    pub fn with_ttl_ms(mut self, ttl_ms: u64) -> NewMessage {
+        self.ttl_ms = Some(ttl_ms);
+        self
+    }
 }
 
 /// Body of a publish or send request.
 #[derive(Debug, Serialize)]
 pub(crate) struct MessagesOut<'a> {
     pub messages: &'a [NewMessage],
+}
+
+/// Body of an idempotent publish or send request.
+#[derive(Debug, Serialize)]
+pub(crate) struct IdempotentMessagesOut<'a> {
+    pub producer_id: &'a str,
+    pub messages: Vec<NewMessage>,
+}
+
+/// Where an idempotent publish or send stored its messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    /// One entry per message, in request order.
+    pub offsets: Vec<PartitionOffset>,
+    /// The request repeated one the broker already stored; `offsets` are
+    /// those of the first time.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// A binding of a queue to a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// Id, for removing it.
+    pub id: u64,
+    /// Queue the messages go to.
+    pub queue: String,
+    /// Topic they come from.
+    pub topic: String,
+    /// Routing-key pattern: `*` is one word, `#` zero or more.
+    pub pattern: String,
+    /// User who created it.
+    pub owner: String,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+}
+
+/// `{"bindings": [...]}`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct BindingList {
+    pub bindings: Vec<Binding>,
 }
 
 /// Partition and offset of one published message. In a commit, the offset
@@ -395,7 +450,8 @@ pub struct CreateQueue {
     /// Deliveries after which a message goes to the dead-letter queue.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_deliveries: Option<u32>,
-    /// Queue that receives messages delivered `max_deliveries` times.
+    /// Queue that receives messages delivered `max_deliveries` times,
+    /// expired ones, and those nacked without requeue.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_letter_queue: Option<String>,
     /// Default time to live of messages, in milliseconds.
@@ -435,6 +491,15 @@ pub struct Queue {
     pub end_offset: u64,
     /// Default lease length of received messages, in milliseconds.
     pub visibility_timeout_ms: u64,
+    /// Deliveries after which a message is dead-lettered.
+    #[serde(default)]
+    pub max_deliveries: Option<u32>,
+    /// Queue that receives dead letters.
+    #[serde(default)]
+    pub dead_letter_queue: Option<String>,
+    /// Default time to live of messages, in milliseconds.
+    #[serde(default)]
+    pub message_ttl_ms: Option<u64>,
     /// Creation time, RFC 3339.
     pub created_at: String,
 }
