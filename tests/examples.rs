@@ -57,7 +57,10 @@ fn hello_world() {
 fn work_queues() {
     let out = run("work_queues");
     assert!(out.contains("worker 0 took task-"), "{out}");
-    assert!(out.contains(" [x] All 12 tasks done, 1 after its worker died"), "{out}");
+    assert!(
+        out.contains(" [x] All 12 tasks done, 1 after its worker died"),
+        "{out}"
+    );
     assert!(out.contains("(delivery 2)"), "{out}");
 }
 
@@ -65,24 +68,39 @@ fn work_queues() {
 fn pub_sub() {
     let out = run("pub_sub");
     for subscriber in ["screen", "archive", "alerts"] {
-        assert!(out.contains(&format!(" [{subscriber}] received [\"log line 1\"")), "{out}");
+        assert!(
+            out.contains(&format!(" [{subscriber}] received [\"log line 1\"")),
+            "{out}"
+        );
     }
-    assert!(out.contains(" [x] Every subscriber got every message"), "{out}");
+    assert!(
+        out.contains(" [x] Every subscriber got every message"),
+        "{out}"
+    );
 }
 
 #[test]
 fn routing() {
     let out = run("routing");
     assert!(out.contains(" [errors-to-disk] error: disk full"), "{out}");
-    assert!(out.contains(" [all-to-screen] info: service started"), "{out}");
+    assert!(
+        out.contains(" [all-to-screen] info: service started"),
+        "{out}"
+    );
     assert!(!out.contains("debug:"), "{out}");
 }
 
 #[test]
 fn topics() {
     let out = run("topics");
-    assert!(out.contains(r#" [critical] ["kern.critical", "app.critical"]"#), "{out}");
-    assert!(out.contains(r#" [kernel] ["kern.critical", "kern.info", "kern"]"#), "{out}");
+    assert!(
+        out.contains(r#" [critical] ["kern.critical", "app.critical"]"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#" [kernel] ["kern.critical", "kern.info", "kern"]"#),
+        "{out}"
+    );
 }
 
 #[test]

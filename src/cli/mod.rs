@@ -15,6 +15,7 @@ mod credentials;
 mod output;
 mod publish;
 mod queues;
+mod shell;
 mod subscriptions;
 mod system;
 mod topics;
@@ -156,6 +157,10 @@ pub enum Command {
 
     /// Measure publish throughput and latency over REST.
     Bench(bench::BenchArgs),
+
+    /// Open a menu-driven console: accounts, queues, topics, and
+    /// subscriptions that deliver while the menu is open.
+    Shell,
 }
 
 /// Runs a client command and maps its outcome to the exit status.
@@ -224,6 +229,7 @@ async fn dispatch(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Metrics => system::metrics(context).await,
         Command::Openapi => system::openapi(context).await,
         Command::Bench(args) => bench::run(context, args).await,
+        Command::Shell => shell::run(context).await,
     }
 }
 
