@@ -124,7 +124,7 @@ fn shell_covers_every_menu_entry() {
     let mut shell = Shell::start(&broker.url);
     shell.expect("-- not logged in --");
     shell.expect(") Exit");
-    let mut choose = |shell: &mut Shell, name: &str, answers: &[&str]| {
+    let choose = |shell: &mut Shell, name: &str, answers: &[&str]| {
         let number = entry(shell, name);
         shell.mark = shell.seen.len();
         shell.type_lines(&[&number]);
