@@ -331,6 +331,71 @@ fn queue_send_receive_ack() {
 }
 
 #[test]
+fn binding_routes_published_messages() {
+    let broker = Broker::start();
+    let cli = Cli::new(&broker);
+    cli.log_in("alice");
+    cli.ok(&["topic", "create", "orders"]);
+    cli.ok(&["queue", "create", "eu", "--message-ttl-ms", "60000"]);
+    let binding = cli.ok_json(&[
+        "binding",
+        "add",
+        "eu",
+        "--topic",
+        "orders",
+        "--pattern",
+        "orders.eu.#",
+    ]);
+    assert_eq!(binding["pattern"], "orders.eu.#");
+    let list = cli.ok_json(&["binding", "list", "eu"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    cli.ok(&["publish", "orders", "1", "--routing-key", "orders.eu.paid"]);
+    cli.ok(&["publish", "orders", "2", "--routing-key", "orders.us.paid"]);
+    cli.ok(&[
+        "publish",
+        "orders",
+        "3",
+        "--routing-key",
+        "orders.eu",
+        "--ttl-ms",
+        "60000",
+    ]);
+    let stdout = cli.ok(&[
+        "receive",
+        "eu",
+        "--max-messages",
+        "10",
+        "--wait-ms",
+        "5000",
+        "--ack",
+    ]);
+    let mut values: Vec<Value> = json_lines(&stdout)
+        .iter()
+        .map(|d| d["value"].clone())
+        .collect();
+    if values.len() < 2 {
+        let more = cli.ok(&[
+            "receive",
+            "eu",
+            "--max-messages",
+            "10",
+            "--wait-ms",
+            "5000",
+            "--ack",
+        ]);
+        values.extend(json_lines(&more).iter().map(|d| d["value"].clone()));
+    }
+    assert_eq!(values, vec![json!(1), json!(3)]);
+
+    let id = binding["id"].to_string();
+    cli.ok(&["binding", "remove", "eu", &id]);
+    assert_eq!(cli.ok_json(&["binding", "list", "eu"]), json!([]));
+    let failed = cli.run(&["publish", "orders", "4", "--ttl-ms", "0"]);
+    assert!(!failed.status.success());
+}
+
+#[test]
 fn subscribe_streams_and_commits() {
     let broker = Broker::start();
     let cli = Cli::new(&broker);

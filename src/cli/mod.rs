@@ -10,6 +10,7 @@
 mod account;
 mod args;
 mod bench;
+mod bindings;
 mod context;
 mod credentials;
 mod output;
@@ -127,6 +128,9 @@ pub enum Command {
     /// Create, list, describe and delete queues.
     #[command(subcommand)]
     Queue(queues::QueueCommand),
+    /// Bind queues to topics with routing-key patterns.
+    #[command(subcommand)]
+    Binding(bindings::BindingCommand),
     /// Send messages to a queue.
     Send(publish::SendArgs),
     /// Lease messages from a queue, with one request or as a WebSocket
@@ -217,6 +221,7 @@ async fn dispatch(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Pull(args) => subscriptions::pull(context, args).await,
         Command::Commit(args) => subscriptions::commit(context, args).await,
         Command::Queue(command) => queues::run(context, command).await,
+        Command::Binding(command) => bindings::run(context, command).await,
         Command::Send(args) => publish::send(context, args).await,
         Command::Receive(args) => queues::receive(context, args).await,
         Command::Ack(args) => queues::ack(context, args).await,

@@ -55,6 +55,11 @@ pub struct MessageArgs {
     #[arg(long)]
     routing_key: Option<String>,
 
+    /// Time to live of every message in milliseconds; the broker never
+    /// delivers a message after it
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    ttl_ms: Option<u64>,
+
     /// Header of every message as NAME=VALUE; repeat for more headers
     #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
     headers: Vec<(String, String)>,
@@ -280,6 +285,7 @@ fn build_message(args: &MessageArgs, text: &str) -> anyhow::Result<NewMessage> {
     };
     message.key = args.key.clone();
     message.routing_key = args.routing_key.clone();
+    message.ttl_ms = args.ttl_ms;
     message.headers = args.headers.iter().cloned().collect::<BTreeMap<_, _>>();
     Ok(message)
 }

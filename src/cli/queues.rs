@@ -43,18 +43,17 @@ pub struct CreateQueueArgs {
     #[arg(long)]
     visibility_timeout_ms: Option<u64>,
 
-    /// Deliveries after which a message moves to the dead-letter queue (not
-    /// supported yet: the broker rejects it)
+    /// Deliveries after which a message moves to the dead-letter queue, or
+    /// is dropped without one
     #[arg(long)]
     max_deliveries: Option<u32>,
 
-    /// Queue that receives messages delivered --max-deliveries times (not
-    /// supported yet: the broker rejects it)
+    /// Queue that receives messages delivered --max-deliveries times,
+    /// expired ones, and those nacked with --no-requeue
     #[arg(long, value_name = "QUEUE")]
     dead_letter_queue: Option<String>,
 
-    /// Default time to live of messages, in milliseconds (not supported
-    /// yet: the broker rejects it)
+    /// Default time to live of messages, in milliseconds
     #[arg(long)]
     message_ttl_ms: Option<u64>,
 }

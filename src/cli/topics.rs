@@ -69,8 +69,7 @@ pub struct CreateTopicArgs {
     #[arg(long, value_enum)]
     cleanup: Option<CleanupArg>,
 
-    /// Default time to live of messages, in milliseconds (not supported
-    /// yet: the broker rejects it)
+    /// Default time to live of messages, in milliseconds
     #[arg(long)]
     message_ttl_ms: Option<u64>,
 }
