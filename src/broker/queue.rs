@@ -201,11 +201,13 @@ impl Queue {
         }
     }
 
-    /// Dead-letters the given delivery ids (a nack without requeue).
+    /// Dead-letters the given delivery ids (a nack without requeue). Like
+    /// an ack, it is accepted after the lease ended as long as nobody
+    /// received the message again.
     pub async fn reject(&self, ids: &[String]) -> Result<AckOutcome> {
         self.settle(
             ids,
-            |state, offset, count, now| state.check_release(offset, count, now),
+            |state, offset, count, _| state.check_ack(offset, count),
             |settled| {
                 self.dead_letters(
                     settled
