@@ -1,11 +1,14 @@
-//! Committed subscription offsets, stored in the keyed `__offsets` log.
+//! Committed subscription offsets and routing progress, stored in a topic's
+//! keyed offsets log.
 //!
 //! Each commit is a record whose key is `<topic id>/<subscription>/<partition>`
 //! and whose value is the next offset to read, as decimal text; a record
 //! without a value (a tombstone) forgets the key. The latest record per key
-//! wins, so the log can be compacted without changing its meaning.
-//! NOTE: compaction of `__offsets` itself is not built yet, so the log grows
-//! by one small record per commit until then.
+//! wins, so the log can be compacted without changing its meaning. The
+//! router stores its progress under entries starting with `~` in place of
+//! the subscription name, which no subscription name can (see `router.rs`).
+//! NOTE: compaction is not built yet, so the log grows by one small record
+//! per commit until then.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,7 +31,7 @@ pub struct OffsetKey {
     pub partition: u32,
 }
 
-/// The `__offsets` log and its folded state.
+/// A topic's offsets log and its folded state.
 pub struct OffsetStore {
     log: Arc<DurableLog>,
     committed: Mutex<HashMap<OffsetKey, u64>>,
