@@ -68,15 +68,21 @@ async fn receive(api: &Api, queue: &str, wait_ms: u64) -> Vec<Value> {
     reply["messages"].as_array().unwrap().clone()
 }
 
+/// A broker started with `args` on a new data directory, and a user of it.
+async fn broker_and_user(args: &[&str]) -> (tempfile::TempDir, BrokerProcess, Api) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), args);
+    let api = Api::user(&broker.url, "alice").await;
+    (dir, broker, api)
+}
+
 fn values(messages: &[Value]) -> Vec<Value> {
     messages.iter().map(|m| m["value"].clone()).collect()
 }
 
 #[tokio::test]
 async fn bindings_route_by_pattern_once_each() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path(), &[]);
-    let api = Api::user(&broker.url, "alice").await;
+    let (_dir, _broker, api) = broker_and_user(&[]).await;
     create(
         &api,
         "/v1/topics",
@@ -222,9 +228,7 @@ async fn binding_requests_are_checked() {
 
 #[tokio::test]
 async fn routing_survives_sigkill_without_loss_or_duplicates() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut broker = BrokerProcess::start(dir.path(), &["--fsync", "always"]);
-    let api = Api::user(&broker.url, "alice").await;
+    let (_dir, mut broker, api) = broker_and_user(&["--fsync", "always"]).await;
     create(
         &api,
         "/v1/topics",
@@ -286,9 +290,7 @@ async fn routing_survives_sigkill_without_loss_or_duplicates() {
 
 #[tokio::test]
 async fn subscription_filter_delivers_matching_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path(), &[]);
-    let api = Api::user(&broker.url, "alice").await;
+    let (_dir, _broker, api) = broker_and_user(&[]).await;
     create(&api, "/v1/topics", json!({"name": "logs", "partitions": 2})).await;
     create(
         &api,
@@ -325,9 +327,7 @@ async fn subscription_filter_delivers_matching_keys() {
 
 #[tokio::test]
 async fn expired_messages_are_never_delivered() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path(), &[]);
-    let api = Api::user(&broker.url, "alice").await;
+    let (_dir, _broker, api) = broker_and_user(&[]).await;
     create(
         &api,
         "/v1/topics",
@@ -409,9 +409,7 @@ async fn publish_status(api: &Api, topic: &str, messages: Value) -> StatusCode {
 
 #[tokio::test]
 async fn dead_letters_after_max_deliveries_and_rejects() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut broker = BrokerProcess::start(dir.path(), &["--fsync", "always"]);
-    let api = Api::user(&broker.url, "alice").await;
+    let (_dir, mut broker, api) = broker_and_user(&["--fsync", "always"]).await;
     let bob = Api::user(&broker.url, "bob").await;
     create(&api, "/v1/queues", json!({"name": "dead"})).await;
     create(
@@ -501,9 +499,7 @@ async fn dead_letters_after_max_deliveries_and_rejects() {
 
 #[tokio::test]
 async fn idempotent_publish_stores_once_across_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut broker = BrokerProcess::start(dir.path(), &["--fsync", "always"]);
-    let api = Api::user(&broker.url, "alice").await;
+    let (_dir, mut broker, api) = broker_and_user(&["--fsync", "always"]).await;
     create(&api, "/v1/topics", json!({"name": "t", "partitions": 4})).await;
     create(&api, "/v1/queues", json!({"name": "q"})).await;
     let request = |first: u64, values: &[&str]| {
@@ -589,9 +585,7 @@ async fn idempotent_publish_stores_once_across_restart() {
 
 #[tokio::test]
 async fn subscription_events_stream_and_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path(), &[]);
-    let api = Api::user(&broker.url, "alice").await;
+    let (_dir, broker, api) = broker_and_user(&[]).await;
     create(&api, "/v1/topics", json!({"name": "t"})).await;
     create(
         &api,

@@ -17,8 +17,8 @@ use tokio::task::JoinHandle;
 
 use crate::cli::context::Context;
 use crate::client::{
-    Client, CreateQueue, CreateSubscription, CreateTopic, Message, NewMessage, PartitionOffset,
-    ReceiveParams,
+    Client, CreateQueue, CreateSubscription, CreateTopic, Message, MessageStream, NewMessage,
+    PartitionOffset, ReceiveParams,
 };
 
 /// Messages granted to a background stream at a time.
@@ -339,77 +339,61 @@ impl Shell {
 }
 
 /// Prints and acks the messages of a queue stream until it ends.
-async fn print_queue(queue: String, mut stream: crate::client::MessageStream) {
-    if let Err(err) = stream.credit(STREAM_CREDIT).await {
-        println!("[{queue}] error: {err}");
-        return;
-    }
-    loop {
-        match stream.next_message().await {
-            Ok(Some(message)) => {
-                println!("[{queue}] {}", describe(&message));
-                let ids: Vec<String> = message.id.into_iter().collect();
-                let settled = async {
-                    stream.ack_ids(&ids).await?;
-                    stream.credit(1).await
-                };
-                if let Err(err) = settled.await {
-                    println!("[{queue}] error: {err}");
-                    return;
-                }
-            }
-            Ok(None) => {
-                println!("[{queue}] the broker closed the stream");
-                return;
-            }
-            Err(err) => {
-                println!("[{queue}] error: {err}");
-                return;
-            }
-        }
-    }
+async fn print_queue(queue: String, stream: MessageStream) {
+    follow(&queue, stream, |message| {
+        println!("[{queue}] {}", describe(&message));
+        Settle::Ids(message.id.into_iter().collect())
+    })
+    .await;
 }
 
 /// Collects and acks the messages of a subscription stream until it ends.
-async fn collect_topic(
-    topic: String,
-    mut stream: crate::client::MessageStream,
-    collected: Collected,
-) {
-    if let Err(err) = stream.credit(STREAM_CREDIT).await {
-        println!("[{topic}] error: {err}");
-        return;
-    }
-    loop {
-        match stream.next_message().await {
-            Ok(Some(message)) => {
-                let offset = PartitionOffset {
-                    partition: message.partition,
-                    offset: message.offset,
-                };
-                lock(&collected)
-                    .entry(topic.clone())
-                    .or_default()
-                    .push(message);
-                println!("[{topic}] collected a message");
-                let settled = async {
+async fn collect_topic(topic: String, stream: MessageStream, collected: Collected) {
+    follow(&topic, stream, |message| {
+        let offset = PartitionOffset {
+            partition: message.partition,
+            offset: message.offset,
+        };
+        lock(&collected)
+            .entry(topic.clone())
+            .or_default()
+            .push(message);
+        println!("[{topic}] collected a message");
+        Settle::Offset(offset)
+    })
+    .await;
+}
+
+/// How a handled stream message is acknowledged.
+enum Settle {
+    /// Queue deliveries, by id.
+    Ids(Vec<String>),
+    /// A subscription message, by partition and offset.
+    Offset(PartitionOffset),
+}
+
+/// Hands each message of `stream` to `handle`, acks it as `handle` says
+/// and grants one more credit, until the stream ends or fails.
+async fn follow(label: &str, mut stream: MessageStream, mut handle: impl FnMut(Message) -> Settle) {
+    let result: Result<(), crate::client::ClientError> = async {
+        stream.credit(STREAM_CREDIT).await?;
+        while let Some(message) = stream.next_message().await? {
+            match handle(message) {
+                Settle::Ids(ids) => {
+                    stream.ack_ids(&ids).await?;
+                }
+                Settle::Offset(offset) => {
                     stream.ack_offsets(&[offset]).await?;
-                    stream.credit(1).await
-                };
-                if let Err(err) = settled.await {
-                    println!("[{topic}] error: {err}");
-                    return;
                 }
             }
-            Ok(None) => {
-                println!("[{topic}] the broker closed the stream");
-                return;
-            }
-            Err(err) => {
-                println!("[{topic}] error: {err}");
-                return;
-            }
+            stream.credit(1).await?;
         }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => println!("[{label}] the broker closed the stream"),
+        Err(err) => println!("[{label}] error: {err}"),
     }
 }
 

@@ -406,25 +406,31 @@ impl Cluster {
 /// The broker's handle on its cluster.
 struct Hooks(std::sync::Weak<Cluster>);
 
-impl ClusterHooks for Hooks {
-    fn commit_meta(&self, event: MetaEvent) -> BoxFuture<'static, Result<u64, BrokerError>> {
+impl Hooks {
+    /// Runs `call` on the cluster, or fails when the broker is stopping.
+    fn with_cluster<T, F, Fut>(&self, call: F) -> BoxFuture<'static, Result<T, BrokerError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Cluster>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, BrokerError>> + Send + 'static,
+    {
         let cluster = self.0.upgrade();
         Box::pin(async move {
             match cluster {
-                Some(cluster) => cluster.commit_meta_remote(event).await,
+                Some(cluster) => call(cluster).await,
                 None => Err(BrokerError::Unavailable("the broker is stopping".into())),
             }
         })
     }
+}
+
+impl ClusterHooks for Hooks {
+    fn commit_meta(&self, event: MetaEvent) -> BoxFuture<'static, Result<u64, BrokerError>> {
+        self.with_cluster(|cluster| async move { cluster.commit_meta_remote(event).await })
+    }
 
     fn wait_for_leader(&self, key: String) -> BoxFuture<'static, Result<(), BrokerError>> {
-        let cluster = self.0.upgrade();
-        Box::pin(async move {
-            match cluster {
-                Some(cluster) => cluster.wait_for_leader(key).await,
-                None => Err(BrokerError::Unavailable("the broker is stopping".into())),
-            }
-        })
+        self.with_cluster(|cluster| async move { cluster.wait_for_leader(key).await })
     }
 
     fn append_to_queue(
@@ -435,16 +441,10 @@ impl ClusterHooks for Hooks {
         producer: i64,
         first_sequence: u64,
     ) -> BoxFuture<'static, Result<(), BrokerError>> {
-        let cluster = self.0.upgrade();
-        Box::pin(async move {
-            match cluster {
-                Some(cluster) => {
-                    cluster
-                        .append_to_queue_remote(name, id, records, producer, first_sequence)
-                        .await
-                }
-                None => Err(BrokerError::Unavailable("the broker is stopping".into())),
-            }
+        self.with_cluster(move |cluster| async move {
+            cluster
+                .append_to_queue_remote(name, id, records, producer, first_sequence)
+                .await
         })
     }
 }

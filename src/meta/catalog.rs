@@ -84,19 +84,11 @@ impl Catalog {
             MetaEvent::TopicCreated(spec) => {
                 absent("topic", &spec.name, self.topics.contains_key(&spec.name))
             }
-            MetaEvent::TopicDeleted { name, id } => present(
-                "topic",
-                name,
-                self.topic(name).is_some_and(|t| t.spec.id == *id),
-            ),
+            MetaEvent::TopicDeleted { name, id } => self.check_topic(name, *id),
             MetaEvent::QueueCreated(spec) => {
                 absent("queue", &spec.name, self.queues.contains_key(&spec.name))
             }
-            MetaEvent::QueueDeleted { name, id } => present(
-                "queue",
-                name,
-                self.queue(name).is_some_and(|q| q.spec.id == *id),
-            ),
+            MetaEvent::QueueDeleted { name, id } => self.check_queue(name, *id),
             MetaEvent::GrantAdded {
                 kind, name, user, ..
             }
@@ -110,12 +102,7 @@ impl Catalog {
                 }
             }
             MetaEvent::SubscriptionCreated(spec) => {
-                present(
-                    "topic",
-                    &spec.topic,
-                    self.topic(&spec.topic)
-                        .is_some_and(|t| t.spec.id == spec.topic_id),
-                )?;
+                self.check_topic(&spec.topic, spec.topic_id)?;
                 absent(
                     "subscription",
                     &spec.name,
@@ -128,18 +115,8 @@ impl Catalog {
                 self.subscription(topic, name).is_some(),
             ),
             MetaEvent::BindingAdded(spec) => {
-                present(
-                    "queue",
-                    &spec.queue,
-                    self.queue(&spec.queue)
-                        .is_some_and(|q| q.spec.id == spec.queue_id),
-                )?;
-                present(
-                    "topic",
-                    &spec.topic,
-                    self.topic(&spec.topic)
-                        .is_some_and(|t| t.spec.id == spec.topic_id),
-                )?;
+                self.check_queue(&spec.queue, spec.queue_id)?;
+                self.check_topic(&spec.topic, spec.topic_id)?;
                 let taken = self.bindings.values().any(|binding| {
                     binding.queue == spec.queue
                         && binding.topic == spec.topic
@@ -155,6 +132,24 @@ impl Catalog {
                 present("binding", &id.to_string(), self.bindings.contains_key(id))
             }
         }
+    }
+
+    /// Checks that incarnation `id` of topic `name` exists.
+    fn check_topic(&self, name: &str, id: u64) -> Result<(), CatalogError> {
+        present(
+            "topic",
+            name,
+            self.topic(name).is_some_and(|t| t.spec.id == id),
+        )
+    }
+
+    /// Checks that incarnation `id` of queue `name` exists.
+    fn check_queue(&self, name: &str, id: u64) -> Result<(), CatalogError> {
+        present(
+            "queue",
+            name,
+            self.queue(name).is_some_and(|q| q.spec.id == id),
+        )
     }
 
     /// Folds an event that passed [`Catalog::check`] into the state.
