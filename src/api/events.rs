@@ -1,11 +1,10 @@
 //! `GET /v1/topics/{t}/subscriptions/{s}/events`: a read-only server-sent
 //! events stream of a subscription, for clients that cannot use WebSocket.
 //!
-//! The stream is made of the subscription's own routes: it pulls
-//! (`GET .../messages` with a long poll), sends each message as an event
+//! The stream is made of the subscription's own routes. It pulls
+//! (`GET .../messages` with a long poll) and sends each message as an event
 //! `message` whose id is `<partition>-<offset>` and whose data is the
-//! message JSON, and then commits the offsets it sent (`POST
-//! .../offsets`). Both go through this broker's routes with the client's
+//! message JSON. Then it commits the offsets it sent (`POST .../offsets`). Both go through this broker's routes with the client's
 //! token, so in a cluster they reach the subscription's leader like any
 //! request, and a revoked grant or a deleted subscription ends the stream
 //! with an `error` event carrying the error the request got.
@@ -37,7 +36,7 @@ use crate::broker::queues::MAX_RECEIVE_MESSAGES;
 /// Long-poll wait of each pull; a keep-alive comment goes out as often.
 const PULL_WAIT: Duration = Duration::from_secs(15);
 
-/// The event stream route.
+/// Builds the event stream route.
 pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "topics" / String / "subscriptions" / String / "events")
         .and(warp::get())
@@ -74,8 +73,8 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
                     base: format!("/v1/topics/{topic}/subscriptions/{name}"),
                     max_messages,
                 };
-                // The first pull answers errors (401, 404, ...) as a plain
-                // response, before the stream starts.
+                // Errors of the first pull (401, 404, ...) are returned as a
+                // plain response, before the stream starts.
                 let first = subscription.pull(Duration::ZERO).await;
                 if first.status() != StatusCode::OK {
                     return into_response(first);

@@ -64,7 +64,7 @@ impl Broker {
         Ok(spec)
     }
 
-    /// The bindings of queue `queue`.
+    /// Lists the bindings of queue `queue`.
     pub fn list_bindings(&self, principal: &Principal, queue: &str) -> Result<Vec<BindingSpec>> {
         let queue_id = self.authorized_id(principal, queue, Permission::Consume, false)?;
         Ok(read_lock(&self.catalog)
@@ -102,8 +102,8 @@ impl Broker {
         Ok(())
     }
 
-    /// The id of topic or queue `name`, if `principal` may see it and holds
-    /// `permission` on it.
+    /// Returns the id of topic or queue `name` if `principal` may see it
+    /// and has `permission` on it.
     fn authorized_id(
         &self,
         principal: &Principal,

@@ -11,8 +11,8 @@
 //! For a request whose first sequence is `first`, with `expected` one past
 //! the highest sequence stored for the producer (0 for a new producer):
 //!
-//! - a stored batch with exactly the request's sequences: a retry, answered
-//!   with the stored offsets and nothing appended;
+//! - a stored batch with exactly the request's sequences: a retry, which
+//!   gets the stored offsets, and nothing is appended;
 //! - `first == expected`: new, appended;
 //! - anything else: [`BrokerError::OutOfOrderSequence`], nothing appended.
 //!
@@ -30,7 +30,7 @@ use crate::log::{ProducerInfo, Record};
 /// Largest sequence number: the batch header stores it as an `i32`.
 pub const MAX_SEQUENCE: u64 = i32::MAX as u64;
 
-/// Longest producer id, in bytes.
+/// Maximum length of a producer id, in bytes.
 pub const MAX_PRODUCER_ID_BYTES: usize = 200;
 
 /// The producer fields of one request.
@@ -42,7 +42,7 @@ pub struct ProducerRequest {
     pub first_sequence: u64,
 }
 
-/// Where an idempotent request goes.
+/// The placement of an idempotent request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
     /// Append a batch with these producer fields.
@@ -59,15 +59,15 @@ pub enum Placement {
     Stored,
     /// Already stored, in `partition` from `base_offset` on.
     Duplicate {
-        /// Index of the partition log that holds it.
+        /// Index of the partition log that contains it.
         partition: usize,
         /// Offset of its first message.
         base_offset: u64,
     },
 }
 
-/// The number stored in batch headers for producer `id` of `namespace`:
-/// the first 63 bits of SHA-256 over both. The broker's own producers use
+/// Returns the number stored in batch headers for producer `id` of
+/// `namespace`: the first 63 bits of SHA-256 over both. The broker's own producers use
 /// other namespaces than clients, so a client cannot pose as one.
 pub fn producer_hash(namespace: &str, id: &str) -> i64 {
     let mut input = Vec::with_capacity(namespace.len() + 1 + id.len());
@@ -109,13 +109,13 @@ pub fn check_request(request: &ProducerRequest, count: usize) -> Result<()> {
     Ok(())
 }
 
-/// How a request that overlaps stored sequences is treated.
+/// The treatment of a request that overlaps stored sequences.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
     /// A client's retry must repeat one stored batch exactly.
     Exact,
     /// The broker's own producers resend from a stored position and may
-    /// take more messages than the first attempt; the part already stored
+    /// take more messages than the first attempt. The part already stored
     /// is dropped and the rest appended.
     Tail,
 }
@@ -179,7 +179,7 @@ pub fn place(
 /// Namespace of the producer ids clients choose.
 pub const CLIENT_PRODUCERS: &str = "client";
 
-/// Where an idempotent request was stored.
+/// The location of a stored idempotent request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stored {
     /// Index of the partition log.
@@ -192,7 +192,7 @@ pub struct Stored {
 
 /// Appends `records` to `logs[partition]` as producer `producer`'s batch
 /// from `first_sequence` on, unless they are stored already, and waits
-/// until they are as durable as `acks` asks. `lock` is the resource's
+/// until they are as durable as `acks` requires. `lock` is the resource's
 /// idempotence lock.
 ///
 /// With [`Retry::Tail`] the returned offsets may not be those of all the
@@ -210,8 +210,9 @@ pub async fn append_once(
 ) -> Result<Stored> {
     let count = records.len() as u64;
     let log = &logs[partition];
-    // Each branch also gives the offset below which the answer depends on
-    // durable records: a retry can arrive before the original is durable.
+    // Each branch also gives the offset below which the response depends on
+    // durable records, because a retry can arrive before the original is
+    // durable.
     let (stored, durable_end) = {
         let _serialized = lock.lock().await;
         match place(logs, producer, first_sequence, count as usize, retry)? {

@@ -193,7 +193,7 @@ impl Queue {
         Ok(deliveries)
     }
 
-    /// The event that dead-letters `entries`.
+    /// Builds the event that dead-letters `entries`.
     fn dead_letters(&self, entries: Vec<DeadLetter>) -> QueueEvent {
         QueueEvent::DeadLettered {
             entries,
@@ -202,8 +202,8 @@ impl Queue {
     }
 
     /// Dead-letters the given delivery ids (a nack without requeue). Like
-    /// an ack, it is accepted after the lease ended as long as nobody
-    /// received the message again.
+    /// an ack, it is accepted after the lease ended unless the message was
+    /// delivered again since.
     pub async fn reject(&self, ids: &[String]) -> Result<AckOutcome> {
         self.settle(
             ids,
@@ -224,7 +224,8 @@ impl Queue {
         .await
     }
 
-    /// The oldest dead letters not yet copied to the dead-letter queue.
+    /// Returns the oldest dead letters not yet copied to the dead-letter
+    /// queue.
     pub fn next_pending_copy(&self) -> Option<PendingCopy> {
         self.lock_state().next_pending_copy()
     }

@@ -54,7 +54,7 @@ pub enum QueueEvent {
     },
 }
 
-/// Why a message left its queue without an ack.
+/// The reason a message left its queue without an ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeadLetterReason {
@@ -67,7 +67,7 @@ pub enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
-    /// The name used in the `ferry-dead-letter-reason` header.
+    /// Returns the name used in the `ferry-dead-letter-reason` header.
     pub fn as_str(self) -> &'static str {
         match self {
             DeadLetterReason::Expired => "expired",
@@ -82,7 +82,7 @@ impl DeadLetterReason {
 pub struct DeadLetter {
     /// Its offset in the queue.
     pub offset: u64,
-    /// Why it left.
+    /// The reason it left.
     pub reason: DeadLetterReason,
     /// How often it was delivered.
     pub delivery_count: u32,
@@ -308,7 +308,7 @@ impl QueueState {
         }
     }
 
-    /// The oldest group of dead letters not yet copied.
+    /// Returns the oldest group of dead letters not yet copied.
     pub fn next_pending_copy(&self) -> Option<PendingCopy> {
         self.pending_copies.front().cloned()
     }
@@ -518,7 +518,7 @@ mod tests {
     }
 
     #[test]
-    fn dead_letters_leave_the_queue_and_wait_for_copies() {
+    fn dead_letters_wait_for_copies() {
         let dead = |offset, reason| DeadLetter {
             offset,
             reason,

@@ -64,9 +64,8 @@ impl Broker {
         Ok(true)
     }
 
-    /// The part of [`Broker::append_to_queue`] that runs on the queue's
-    /// leader: appends to incarnation `id` of queue `name` if this broker
-    /// leads it.
+    /// Appends to incarnation `id` of queue `name` if this broker leads it:
+    /// the part of [`Broker::append_to_queue`] that runs on the leader.
     pub async fn append_to_led_queue(
         &self,
         name: &str,
@@ -150,7 +149,7 @@ impl Broker {
     }
 }
 
-/// The copy of a dead-lettered message: the same value, key, routing key,
+/// Builds the copy of a dead-lettered message: the same value, key, routing key,
 /// producer and headers, plus headers saying why, from where and after how
 /// many deliveries. It gets a new timestamp and no time to live, so an
 /// expired message can be read in the dead-letter queue.

@@ -2,11 +2,11 @@
 //! bound to it.
 //!
 //! The broker that leads a topic runs one router task for it while the
-//! topic has bindings. The task reads each partition from a cursor, finds
-//! the bindings whose pattern matches each message's routing key (a
-//! [`BindingTrie`], not a scan of every binding), and sends each bound
-//! queue its messages as one batch of the broker's producer for that
-//! binding and partition. Cursor and sequences are then committed together
+//! topic has bindings. The task reads each partition from a cursor and
+//! finds the bindings whose pattern matches each message's routing key (a
+//! [`BindingTrie`], not a scan of every binding). It sends each bound queue
+//! its messages as one batch of the broker's producer for that partition
+//! and queue. Cursor and sequences are then committed together
 //! in the topic's offsets log, so after a crash or a change of leader the
 //! task resends from the committed cursor with the same sequences, and the
 //! queue drops what it already holds (see `idempotence::Retry::Tail`).
@@ -164,7 +164,7 @@ impl Broker {
         }
     }
 
-    /// Routes what each partition of `topic` holds past its cursor, one
+    /// Routes the messages past each partition's cursor of `topic`, one
     /// step per partition; returns whether anything was read.
     async fn route_step(&self, topic: &Topic) -> Result<bool> {
         let bindings: Vec<BindingSpec> = read_lock(&self.catalog)
@@ -302,7 +302,7 @@ impl Broker {
     }
 }
 
-/// The router task of one topic: routes while there is something to route,
+/// Runs the router of one topic: routes while there is something to route,
 /// then waits for new messages, a binding change or [`ROUTE_IDLE`].
 async fn route_topic(broker: Weak<Broker>, topic: Arc<Topic>) {
     loop {

@@ -1,8 +1,8 @@
 //! `ferry shell`: a menu-driven console over the client, for trying the
 //! broker by hand.
 //!
-//! The menu reads one choice per line from standard input and asks for
-//! what the choice needs. Subscriptions run in the background while the
+//! The menu reads one choice per line from standard input, then prompts
+//! for what the choice needs. Subscriptions run in the background while the
 //! menu stays open: a queue subscription prints each message as it
 //! arrives and acks it, and a topic subscription collects messages until
 //! "Show collected topic messages" prints them. End of input exits, so
@@ -364,7 +364,7 @@ async fn collect_topic(topic: String, stream: MessageStream, collected: Collecte
     .await;
 }
 
-/// How a handled stream message is acknowledged.
+/// The acknowledgement of a handled stream message.
 enum Settle {
     /// Queue deliveries, by id.
     Ids(Vec<String>),
@@ -372,8 +372,8 @@ enum Settle {
     Offset(PartitionOffset),
 }
 
-/// Hands each message of `stream` to `handle`, acks it as `handle` says
-/// and grants one more credit, until the stream ends or fails.
+/// Hands each message of `stream` to `handle`, acks it as `handle`
+/// returns and grants one more credit, until the stream ends or fails.
 async fn follow(label: &str, mut stream: MessageStream, mut handle: impl FnMut(Message) -> Settle) {
     let result: Result<(), crate::client::ClientError> = async {
         stream.credit(STREAM_CREDIT).await?;
@@ -402,7 +402,7 @@ fn parse_value(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_string()))
 }
 
-/// One line about a delivered message: its value and who sent it.
+/// Formats one line about a delivered message: its value and who sent it.
 fn describe(message: &Message) -> String {
     let value = match (&message.value, &message.value_b64) {
         (Some(value), _) => value.to_string(),

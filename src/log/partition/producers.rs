@@ -3,7 +3,7 @@
 //!
 //! The table is folded from batch headers, like the epoch history, so it is
 //! rebuilt when a log opens and after a truncation, and a follower that
-//! becomes leader already holds it. The broker decides with it whether a
+//! becomes leader already has it. The broker decides with it whether a
 //! batch is new, a retry of a stored batch, or out of order.
 
 use std::collections::{HashMap, VecDeque};
@@ -69,7 +69,7 @@ impl ProducerTable {
         });
     }
 
-    /// The recent batches of `producer_id`, oldest first.
+    /// Returns the recent batches of `producer_id`, oldest first.
     pub(crate) fn batches(&self, producer_id: i64) -> Vec<ProducerBatch> {
         self.producers
             .get(&producer_id)
