@@ -1,7 +1,7 @@
 //! Request/reply: a client sends a request to the server's queue with a
 //! `reply_to` header naming its own reply queue and a `correlation_id`
-//! header; the server answers to that queue with the same correlation id.
-//! The client matches answers by correlation id and gives up after a
+//! header. The server replies to that queue with the same correlation id.
+//! The client matches replies by correlation id and gives up after a
 //! timeout.
 //!
 //! `cargo run --example request_reply`
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ferry::client::{Client, CreateQueue, NewMessage, ReceiveParams};
 
-/// How long the client waits for an answer.
+/// How long the client waits for a reply.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[tokio::main]
@@ -41,7 +41,7 @@ async fn main() {
     }
 }
 
-/// Asks for fib(`n`) and waits up to [`TIMEOUT`] for the answer.
+/// Requests fib(`n`) and waits up to [`TIMEOUT`] for the reply.
 async fn call(client: &Client, reply_queue: &str, n: u64) -> Option<u64> {
     call_within(client, reply_queue, n, TIMEOUT).await
 }
@@ -51,7 +51,7 @@ async fn call_within(client: &Client, reply_queue: &str, n: u64, timeout: Durati
     let request = NewMessage::json(n)
         .with_header("reply_to", reply_queue)
         .with_header("correlation_id", correlation_id.as_str())
-        // A request nobody takes in time is useless: it expires.
+        // A request that no server takes in time expires.
         .with_ttl_ms(timeout.as_millis() as u64);
     client
         .send("rpc_queue", &[request])

@@ -11,7 +11,7 @@ use common::{read_events, Api};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-/// Sends until a broker answers something other than 503 or no answer.
+/// Sends until a broker responds with a status other than 503.
 async fn call_until_served(api: &Api, path: &str, body: Value) -> (StatusCode, Value) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

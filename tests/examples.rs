@@ -10,7 +10,8 @@ use std::process::Command;
 
 use common::BrokerProcess;
 
-/// The example binary `name`, which `cargo test` builds beside the tests.
+/// Returns the path of example binary `name`, which `cargo test` builds
+/// beside the tests.
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test> -> target/<profile>/examples/<name>

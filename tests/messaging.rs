@@ -68,7 +68,8 @@ async fn receive(api: &Api, queue: &str, wait_ms: u64) -> Vec<Value> {
     reply["messages"].as_array().unwrap().clone()
 }
 
-/// A broker started with `args` on a new data directory, and a user of it.
+/// Starts a broker with `args` on a new data directory and registers a
+/// user of it.
 async fn broker_and_user(args: &[&str]) -> (tempfile::TempDir, BrokerProcess, Api) {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), args);

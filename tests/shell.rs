@@ -105,7 +105,7 @@ impl Drop for Shell {
     }
 }
 
-/// The menu number of `entry`, read from the printed menu.
+/// Returns the menu number of `entry`, read from the printed menu.
 fn entry(shell: &mut Shell, name: &str) -> String {
     let line = shell
         .seen

@@ -1,4 +1,5 @@
-//! What every example shares: where the broker is, and a logged-in client.
+//! The parts every example shares: the broker address and a logged-in
+//! client.
 //!
 //! Each example takes `--url` (default `http://127.0.0.1:8080`, or
 //! `FERRY_URL`), `--user` and `--password`. The user is registered on first
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use ferry::client::{Client, ClientError, CreateQueue, CreateTopic};
 
-/// A client logged in as the example's user.
+/// Returns a client logged in as the example's user.
 pub async fn connect() -> Client {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str| {

@@ -23,7 +23,7 @@ struct CreateBindingBody {
     pattern: String,
 }
 
-/// The binding routes.
+/// Builds the binding routes.
 pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
     let list = warp::path!("v1" / "queues" / String / "bindings")
         .and(warp::get())

@@ -522,8 +522,8 @@ fn remote_view(spec: &TopicSpec, catalog: &Catalog) -> TopicView {
     }
 }
 
-/// Most reads one call of [`read_messages`] makes while every message it
-/// finds is skipped.
+/// Maximum number of reads one call of [`read_messages`] makes while every
+/// message it finds is skipped.
 const MAX_SKIPPING_READS: usize = 64;
 
 /// Reads up to `limits.max_messages` live messages from `offset` on that

@@ -77,8 +77,8 @@ impl Client {
     }
 
     /// Sends `messages` as idempotent producer `producer_id`, numbered from
-    /// `first_sequence`: sent again (after a timeout, say), the request is
-    /// stored once and answered with `duplicate` set.
+    /// `first_sequence`. Sent again (after a timeout, say), the request is
+    /// stored once, and the response has `duplicate` set.
     pub async fn send_idempotent(
         &self,
         queue: &str,
@@ -104,7 +104,7 @@ impl Client {
         self.call(Method::POST, &segments, &[], Some(body)).await
     }
 
-    /// The bindings of `queue`.
+    /// Lists the bindings of `queue`.
     pub async fn list_bindings(&self, queue: &str) -> Result<Vec<Binding>, ClientError> {
         let segments = ["v1", "queues", queue, "bindings"];
         let list: BindingList = self.call(Method::GET, &segments, &[], None).await?;
@@ -165,7 +165,7 @@ impl Client {
     }
 }
 
-/// The body of an idempotent request: `messages` numbered from
+/// Encodes the body of an idempotent request: `messages` numbered from
 /// `first_sequence`.
 pub(crate) fn idempotent_body(
     producer_id: &str,

@@ -239,7 +239,7 @@ pub(crate) struct IdempotentMessagesOut<'a> {
     pub messages: Vec<NewMessage>,
 }
 
-/// Where an idempotent publish or send stored its messages.
+/// The offsets of an idempotent publish or send.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
     /// One entry per message, in request order.

@@ -243,19 +243,19 @@ impl Catalog {
         Ok(())
     }
 
-    /// The binding with id `id`.
+    /// Returns the binding with id `id`.
     pub fn binding(&self, id: u64) -> Option<&BindingSpec> {
         self.bindings.get(&id)
     }
 
-    /// The bindings of topic incarnation `topic_id`, by id.
+    /// Returns the bindings of topic incarnation `topic_id`, by id.
     pub fn bindings_from(&self, topic_id: u64) -> impl Iterator<Item = &BindingSpec> + '_ {
         self.bindings
             .values()
             .filter(move |binding| binding.topic_id == topic_id)
     }
 
-    /// The bindings to queue incarnation `queue_id`, by id.
+    /// Returns the bindings to queue incarnation `queue_id`, by id.
     pub fn bindings_to(&self, queue_id: u64) -> impl Iterator<Item = &BindingSpec> + '_ {
         self.bindings
             .values()
