@@ -355,8 +355,10 @@ async fn expired_messages_are_never_delivered() {
     )
     .await;
     assert_error(&result, StatusCode::BAD_REQUEST, "invalid_argument");
-    let result = publish_status(&api, "t", json!([{"value": 0, "ttl_ms": 0}])).await;
-    assert_eq!(result, StatusCode::BAD_REQUEST);
+    for ttl_ms in [json!(0), json!(9223372036854775808u64)] {
+        let result = publish_status(&api, "t", json!([{"value": 0, "ttl_ms": ttl_ms}])).await;
+        assert_eq!(result, StatusCode::BAD_REQUEST, "{ttl_ms}");
+    }
 
     // Short-lived by default, one with its own long TTL.
     publish(
@@ -574,6 +576,11 @@ async fn idempotent_publish_stores_once_across_restart() {
         let result = post(&api, "/v1/topics/t/messages", body.clone()).await;
         assert_error(&result, StatusCode::BAD_REQUEST, "invalid_argument");
     }
+    // Producer ids belong to their user: bob's "producer-1" is new.
+    let bob = Api::user(&api.url, "bob").await;
+    let (status, bobs) = post(&bob, "/v1/queues/q/messages", request(0, &["bob"])).await;
+    assert_eq!(status, StatusCode::OK, "{bobs}");
+    assert!(bobs.get("duplicate").is_none(), "{bobs}");
     // A new producer starts at 0.
     let result = post(
         &api,
@@ -610,6 +617,26 @@ async fn subscription_events_stream_and_commit() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let anonymous = api.http.get(&url).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    // Browsers cannot set headers on an event stream: the token may come
+    // in the query.
+    create(
+        &api,
+        "/v1/topics/t/subscriptions",
+        json!({"name": "browser"}),
+    )
+    .await;
+    let in_query = api
+        .http
+        .get(format!(
+            "{}/v1/topics/t/subscriptions/browser/events?access_token={}",
+            broker.url,
+            api.token.as_ref().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(in_query.status(), StatusCode::OK);
+    drop(in_query);
 
     let mut response = api
         .http
@@ -649,7 +676,13 @@ async fn subscription_events_stream_and_commit() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let list = api.get_ok("/v1/topics/t/subscriptions").await;
-        if list["subscriptions"][0]["committed"] == json!([{"partition": 0, "offset": 3}]) {
+        let s = list["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|subscription| subscription["name"] == "s")
+            .unwrap();
+        if s["committed"] == json!([{"partition": 0, "offset": 3}]) {
             break;
         }
         assert!(Instant::now() < deadline, "{list}");
@@ -666,4 +699,197 @@ async fn subscription_events_stream_and_commit() {
     assert_eq!(events[0].0, "error");
     let error: Value = serde_json::from_str(&events[0].2).unwrap();
     assert_eq!(error["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn dead_letters_reach_a_recreated_dead_letter_queue() {
+    let (_dir, _broker, api) = broker_and_user(&[]).await;
+    create(&api, "/v1/queues", json!({"name": "dead"})).await;
+    create(
+        &api,
+        "/v1/queues",
+        json!({"name": "work", "dead_letter_queue": "dead"}),
+    )
+    .await;
+    let reject_one = |value: &'static str| {
+        let api = api.clone();
+        async move {
+            let (status, _) = post(
+                &api,
+                "/v1/queues/work/messages",
+                json!({"messages": [{"value": value}]}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+            let received = receive(&api, "work", 1000).await;
+            let (status, reply) = post(
+                &api,
+                "/v1/queues/work/nack",
+                json!({"ids": [received[0]["id"]], "requeue": false}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{reply}");
+        }
+    };
+
+    // With the dead-letter queue gone, the dead letter is dropped.
+    let (status, _) = api.call(Method::DELETE, "/v1/queues/dead", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    reject_one("dropped").await;
+    // A new queue of that name receives the next dead letters.
+    create(&api, "/v1/queues", json!({"name": "dead"})).await;
+    reject_one("kept").await;
+    assert_eq!(
+        values(&receive(&api, "dead", 2000).await),
+        vec![json!("kept")]
+    );
+}
+
+#[tokio::test]
+async fn revoked_grant_stops_a_binding() {
+    let (_dir, broker, alice) = broker_and_user(&[]).await;
+    let bob = Api::user(&broker.url, "bob").await;
+    create(
+        &bob,
+        "/v1/topics",
+        json!({"name": "private", "access": "private"}),
+    )
+    .await;
+    let grant = json!({"user": "alice", "permission": "consume"});
+    let (status, reply) = post(&bob, "/v1/topics/private/grants", grant.clone()).await;
+    assert!(status.is_success(), "{status} {reply}");
+    create(&alice, "/v1/queues", json!({"name": "mine"})).await;
+    create(
+        &alice,
+        "/v1/queues/mine/bindings",
+        json!({"topic": "private", "pattern": "#"}),
+    )
+    .await;
+    publish(&bob, "private", json!([{"value": "granted"}])).await;
+    let routed = drain(&alice, "mine", 1, Duration::from_secs(5)).await;
+    assert_eq!(routed, vec![json!("granted")]);
+
+    let (status, _) = bob
+        .call(Method::DELETE, "/v1/topics/private/grants", Some(grant))
+        .await;
+    assert!(status.is_success(), "{status}");
+    publish(&bob, "private", json!([{"value": "revoked"}])).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(receive(&alice, "mine", 0).await.is_empty());
+}
+
+#[tokio::test]
+async fn receive_skips_a_run_of_expired_messages() {
+    let (_dir, _broker, api) = broker_and_user(&[]).await;
+    create(&api, "/v1/queues", json!({"name": "q"})).await;
+    let expired: Vec<Value> = (0..200).map(|n| json!({"value": n, "ttl_ms": 1})).collect();
+    let (status, _) = post(
+        &api,
+        "/v1/queues/q/messages",
+        json!({ "messages": expired }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let live = json!({"messages": [{"value": "live"}]});
+    let (status, _) = post(&api, "/v1/queues/q/messages", live).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (status, reply) = post(
+        &api,
+        "/v1/queues/q/receive",
+        json!({"max_messages": 1, "wait_ms": 10000}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        values(reply["messages"].as_array().unwrap()),
+        vec![json!("live")]
+    );
+}
+
+#[tokio::test]
+async fn short_leases_dead_letter_each_message_once() {
+    let (_dir, _broker, api) = broker_and_user(&["--fsync", "always"]).await;
+    create(&api, "/v1/queues", json!({"name": "dead"})).await;
+    create(
+        &api,
+        "/v1/queues",
+        json!({"name": "q", "dead_letter_queue": "dead", "visibility_timeout_ms": 1}),
+    )
+    .await;
+    let messages: Vec<Value> = (0..200).map(|n| json!({"value": n, "ttl_ms": 1})).collect();
+    let (status, _) = post(
+        &api,
+        "/v1/queues/q/messages",
+        json!({ "messages": messages }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Concurrent receivers with 1 ms leases race for the expired messages.
+    let receivers: Vec<_> = (0..8)
+        .map(|_| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    receive(&api, "q", 0).await;
+                }
+            })
+        })
+        .collect();
+    for receiver in receivers {
+        receiver.await.unwrap();
+    }
+    let mut dead: Vec<i64> = drain(&api, "dead", 200, Duration::from_secs(10))
+        .await
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    dead.sort_unstable();
+    assert_eq!(dead, (0..200).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        receive(&api, "dead", 0).await.is_empty(),
+        "no second copies"
+    );
+}
+
+#[tokio::test]
+async fn binding_start_survives_sigkill_behind_a_backlog() {
+    let (_dir, mut broker, api) = broker_and_user(&["--fsync", "always"]).await;
+    create(&api, "/v1/topics", json!({"name": "t"})).await;
+    create(&api, "/v1/queues", json!({"name": "busy"})).await;
+    create(&api, "/v1/queues", json!({"name": "late"})).await;
+    create(
+        &api,
+        "/v1/queues/busy/bindings",
+        json!({"topic": "t", "pattern": "#"}),
+    )
+    .await;
+    // A backlog keeps the router busy.
+    for batch in 0..10 {
+        let messages: Vec<Value> = (0..500)
+            .map(|n| json!({"value": batch * 500 + n}))
+            .collect();
+        publish(&api, "t", Value::Array(messages)).await;
+    }
+    create(
+        &api,
+        "/v1/queues/late/bindings",
+        json!({"topic": "t", "pattern": "late"}),
+    )
+    .await;
+    publish(
+        &api,
+        "t",
+        json!([{"value": "after", "routing_key": "late"}]),
+    )
+    .await;
+    broker.restart();
+    let api = Api {
+        url: broker.url.clone(),
+        ..api
+    };
+    let routed = drain(&api, "late", 1, Duration::from_secs(20)).await;
+    assert_eq!(routed, vec![json!("after")]);
 }

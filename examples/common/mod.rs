@@ -12,20 +12,32 @@ use std::time::Duration;
 
 use ferry::client::{Client, ClientError, CreateQueue, CreateTopic};
 
+const USAGE: &str = "options:
+  --url URL            broker base URL [default: $FERRY_URL, else http://127.0.0.1:8080]
+  --user NAME          user to register or log in as [default: example]
+  --password PASSWORD  its password [default: example-password]";
+
 /// Returns a client logged in as the example's user.
 pub async fn connect() -> Client {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|arg| arg == name)
-            .and_then(|index| args.get(index + 1))
-            .cloned()
-    };
-    let url = flag("--url")
-        .or_else(|| std::env::var("FERRY_URL").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:8080".to_string());
-    let user = flag("--user").unwrap_or_else(|| "example".to_string());
-    let password = flag("--password").unwrap_or_else(|| "example-password".to_string());
+    let mut url = std::env::var("FERRY_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
+    let mut user = "example".to_string();
+    let mut password = "example-password".to_string();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let target = match arg.as_str() {
+            "--url" => &mut url,
+            "--user" => &mut user,
+            "--password" => &mut password,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => usage_error(&format!("unknown option `{other}`")),
+        };
+        *target = args
+            .next()
+            .unwrap_or_else(|| usage_error(&format!("`{arg}` needs a value")));
+    }
 
     let client = Client::new([url.as_str()]).unwrap_or_else(|err| fail(&err));
     match client.register(&user, &password).await {
@@ -97,6 +109,12 @@ pub async fn receive_all(
         received.extend(messages);
     }
     received
+}
+
+/// Prints `message` and the usage, and exits with status 2.
+fn usage_error(message: &str) -> ! {
+    eprintln!("error: {message}\n{USAGE}");
+    std::process::exit(2)
 }
 
 /// Prints `err` and exits with status 1.

@@ -9,6 +9,9 @@
 //! request, and a revoked grant or a deleted subscription ends the stream
 //! with an `error` event carrying the error the request got.
 //!
+//! The token comes in the `Authorization` header or, for browsers, whose
+//! `EventSource` cannot set headers, in the `access_token` query parameter.
+//!
 //! Delivery is at most once: a message counts as delivered once it is
 //! handed to the connection. Clients that need to acknowledge use pull or
 //! the WebSocket stream.
@@ -49,7 +52,7 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
              context: Context,
              authorization: Option<String>,
              raw: String| async move {
-                let max_messages = match Query::parse(&raw).and_then(|mut query| {
+                let parsed = Query::parse(&raw).and_then(|mut query| {
                     let max = bounded(
                         &mut query,
                         "max_messages",
@@ -57,12 +60,18 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
                         1,
                         MAX_RECEIVE_MESSAGES as u64,
                     )?;
+                    let token = query.get::<String>("access_token", "a login token")?;
                     query.finish()?;
-                    Ok(max)
-                }) {
-                    Ok(max) => max,
+                    Ok((max, token))
+                });
+                let (max_messages, token) = match parsed {
+                    Ok(parsed) => parsed,
                     Err(err) => return err.into_response(),
                 };
+                // Browsers' EventSource cannot set headers, so the token may
+                // come in the query instead.
+                let authorization =
+                    authorization.or_else(|| token.map(|token| format!("Bearer {token}")));
                 let Some(handler) = context.loopback.get().cloned() else {
                     return unavailable();
                 };

@@ -110,9 +110,9 @@ impl Query {
         match unknown.first() {
             None => Ok(()),
             Some(name) => Err(ApiError::invalid(
-                name,
+                "query",
                 format!(
-                    "unknown query parameter; expected one of: {}",
+                    "unknown parameter `{name}`; expected one of: {}",
                     self.known.join(", ")
                 ),
             )),

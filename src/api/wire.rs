@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::api::error::ApiError;
 use crate::broker::idempotence::ProducerRequest;
+use crate::broker::message::MAX_TTL_MS;
 use crate::broker::{Acks, Delivery, Message, NewMessage, Payload, PublishRequest, PublishResult};
 
 /// A batch of messages to publish or send.
@@ -164,11 +165,13 @@ impl MessageIn<'_> {
                 ));
             }
         }
-        if let Some(0) = self.ttl_ms {
-            return Err(ApiError::invalid(
-                &field("ttl_ms"),
-                "must be greater than 0",
-            ));
+        if let Some(ttl_ms) = self.ttl_ms {
+            if !(1..=MAX_TTL_MS).contains(&ttl_ms) {
+                return Err(ApiError::invalid(
+                    &field("ttl_ms"),
+                    format!("{ttl_ms} is outside 1..={MAX_TTL_MS} ms"),
+                ));
+            }
         }
         Ok(NewMessage {
             payload,

@@ -81,7 +81,8 @@ pub enum BrokerError {
     #[error("{0}")]
     Unavailable(String),
     /// An idempotent producer's sequence numbers do not follow the ones
-    /// it stored before: a gap, or a retry that differs from the original.
+    /// it stored before: a gap, or an overlap that is not a retry of a
+    /// recent request.
     #[error("{0}")]
     OutOfOrderSequence(String),
     /// The storage engine failed.

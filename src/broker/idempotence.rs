@@ -99,10 +99,11 @@ pub fn check_request(request: &ProducerRequest, count: usize) -> Result<()> {
             "contains a control character",
         ));
     }
-    let last = request.first_sequence + count.saturating_sub(1) as u64;
+    let last_index = count.saturating_sub(1);
+    let last = request.first_sequence + last_index as u64;
     if last > MAX_SEQUENCE {
         return Err(BrokerError::invalid(
-            "sequence",
+            format!("messages[{last_index}].sequence"),
             format!("{last} is above the largest sequence, {MAX_SEQUENCE}"),
         ));
     }
@@ -153,6 +154,12 @@ pub fn place(
     if first_sequence == expected {
         return Ok(Placement::Append(info(first_sequence)));
     }
+    // The broker's own producers may meet a target that has no state for
+    // them yet (a dead-letter queue deleted and created again), so they
+    // start at whatever sequence they are at.
+    if retry == Retry::Tail && highest.is_none() {
+        return Ok(Placement::Append(info(first_sequence)));
+    }
     if retry == Retry::Tail && first_sequence < expected {
         let skip = (expected - first_sequence) as usize;
         if skip >= count {
@@ -178,6 +185,14 @@ pub fn place(
 
 /// Namespace of the producer ids clients choose.
 pub const CLIENT_PRODUCERS: &str = "client";
+
+/// Returns the number stored for producer `producer_id` of user `user`.
+/// Each user has producer ids of their own, so another user cannot take
+/// over a producer's sequences by reusing its id.
+pub fn client_producer(user: &str, producer_id: &str) -> i64 {
+    // Producer ids have no control characters, so `\0` separates the two.
+    producer_hash(CLIENT_PRODUCERS, &format!("{user}\0{producer_id}"))
+}
 
 /// The location of a stored idempotent request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +289,7 @@ mod tests {
         assert_ne!(a, producer_hash("dead-letter", "p1"));
         // The separator keeps ("ab", "c") and ("a", "bc") apart.
         assert_ne!(producer_hash("ab", "c"), producer_hash("a", "bc"));
+        assert_ne!(client_producer("alice", "p"), client_producer("bob", "p"));
     }
 
     #[test]

@@ -10,6 +10,9 @@ use crate::broker::durable::Acks;
 use crate::broker::idempotence::ProducerRequest;
 use crate::log::Record;
 
+/// Longest time to live, in ms: timestamps are `i64` milliseconds.
+pub const MAX_TTL_MS: u64 = i64::MAX as u64;
+
 /// Record attribute bit: the value is JSON text.
 pub const ATTRIBUTE_JSON_VALUE: u8 = 0b0000_0001;
 
@@ -123,7 +126,11 @@ impl NewMessage {
 impl Message {
     /// Whether the message's time to live ended at or before `now_ms`.
     pub fn is_expired(&self, now_ms: i64) -> bool {
-        self.ttl_ms > 0 && self.timestamp_ms.saturating_add(self.ttl_ms as i64) <= now_ms
+        // A time to live beyond i64 milliseconds never ends.
+        match i64::try_from(self.ttl_ms) {
+            Ok(ttl_ms) => ttl_ms > 0 && self.timestamp_ms.saturating_add(ttl_ms) <= now_ms,
+            Err(_) => false,
+        }
     }
 
     /// The message stored in `record` of `partition`.
@@ -224,5 +231,10 @@ mod tests {
         assert_eq!(message.ttl_ms, 3);
         assert!(!message.is_expired(102));
         assert!(message.is_expired(103));
+        let forever = Message {
+            ttl_ms: u64::MAX,
+            ..message
+        };
+        assert!(!forever.is_expired(i64::MAX));
     }
 }

@@ -128,14 +128,23 @@ impl Queue {
         let deadline = now.saturating_add(visibility_ms as i64);
         let leased = {
             let mut state = self.lock_state();
-            state.lease(max, self.messages.high_watermark(), now, deadline)
+            let leased = state.lease(max, self.messages.high_watermark(), now, deadline);
+            // Reserved until the lease is stored: a short lease may end
+            // before that, and no other receive may take the messages then.
+            let offsets: Vec<u64> = leased.iter().map(|&(offset, _)| offset).collect();
+            state.begin_settle(&offsets);
+            leased
         };
         if leased.is_empty() {
             return Ok(Vec::new());
         }
+        let offsets: Vec<u64> = leased.iter().map(|&(offset, _)| offset).collect();
         let result = self.store_lease(&leased, now, deadline).await;
+        let mut state = self.lock_state();
+        state.abandon_settle(&offsets);
         if result.is_err() {
-            self.lock_state().undo_lease(&leased);
+            state.undo_lease(&leased);
+            drop(state);
             self.changed.notify_waiters();
         }
         result

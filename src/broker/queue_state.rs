@@ -113,8 +113,8 @@ pub enum SettleError {
     /// The offset was never delivered.
     #[error("was never delivered")]
     NotDelivered,
-    /// The offset is already acked.
-    #[error("is already acknowledged")]
+    /// The offset is already acked, rejected or dead-lettered.
+    #[error("is already settled (acknowledged, rejected or dead-lettered)")]
     AlreadyAcked,
     /// The lease expired and the message was delivered again since.
     #[error("lease expired and the message was delivered again")]

@@ -25,9 +25,9 @@ pub const DEFAULT_VISIBILITY_TIMEOUT_MS: u64 = 30_000;
 /// Longest lease a queue or a receive may ask for: 12 hours.
 pub const MAX_VISIBILITY_TIMEOUT_MS: u64 = 12 * 3600 * 1000;
 
-/// Leases in a row that one receive repeats at once when each one
+/// Leases in a row that a receive without a wait still makes when each one
 /// dead-lettered everything it took.
-const MAX_SKIPPED_LEASES: usize = 16;
+const MIN_SKIPPED_LEASES: usize = 16;
 
 /// Largest `max_deliveries` a queue may set.
 pub const MAX_DELIVERIES: u32 = 10_000;
@@ -230,10 +230,8 @@ impl Broker {
         let (base_offset, duplicate) = match &request.producer {
             Some(idempotent) => {
                 idempotence::check_request(idempotent, records.len())?;
-                let hash = idempotence::producer_hash(
-                    idempotence::CLIENT_PRODUCERS,
-                    &idempotent.producer_id,
-                );
+                let hash =
+                    idempotence::client_producer(&principal.username, &idempotent.producer_id);
                 let stored = idempotence::append_once(
                     std::slice::from_ref(&queue.messages),
                     0,
@@ -303,8 +301,10 @@ impl Broker {
             if !deliveries.is_empty() || self.is_shutting_down() {
                 return Ok(deliveries);
             }
-            // Everything leased was dead-lettered; more may be ready.
-            if queue.has_ready() && skipped_leases < MAX_SKIPPED_LEASES {
+            // Everything leased was dead-lettered, and more may be ready:
+            // go on until the wait ends (or a few times without a wait).
+            let waiting = Instant::now() < deadline;
+            if queue.has_ready() && (waiting || skipped_leases < MIN_SKIPPED_LEASES) {
                 skipped_leases += 1;
                 continue;
             }

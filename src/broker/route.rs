@@ -18,6 +18,7 @@ use crate::broker::queue::Queue;
 use crate::broker::queue_state::{DeadLetter, PendingCopy};
 use crate::broker::{now_ms, read_lock, Broker};
 use crate::log::Record;
+use crate::meta::Permission;
 
 /// Namespace of the producer ids of dead-letter copies; the id is the
 /// source queue's id.
@@ -132,15 +133,24 @@ impl Broker {
             .collect();
         let producer =
             idempotence::producer_hash(DEAD_LETTER_PRODUCERS, &queue.spec.id.to_string());
-        let stored = self
-            .append_to_queue(target, records, producer, pending.first_sequence)
-            .await?;
+        // The queue's owner must still be allowed to send there: the queue
+        // named at creation may have been deleted and the name taken.
+        let allowed = {
+            let catalog = read_lock(&self.catalog);
+            let resource = catalog.queue(target);
+            let owner = &queue.spec.owner;
+            Broker::authorize(resource, "queue", target, owner, Some(Permission::Publish)).is_ok()
+        };
+        let stored = allowed
+            && self
+                .append_to_queue(target, records, producer, pending.first_sequence)
+                .await?;
         if !stored {
             warn!(
                 queue = %queue.spec.name,
                 dead_letter_queue = %target,
                 messages = pending.entries.len(),
-                "dead-letter queue no longer exists; dropped the dead letters"
+                "dead-letter queue no longer exists or does not take the queue owner's messages; dropped the dead letters"
             );
         }
         queue

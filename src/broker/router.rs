@@ -32,7 +32,7 @@ use crate::broker::routing::{BindingTrie, Pattern};
 use crate::broker::topic::Topic;
 use crate::broker::{read_lock, Broker};
 use crate::log::Record;
-use crate::meta::{BindingSpec, MetaEvent};
+use crate::meta::{BindingSpec, MetaEvent, Permission};
 
 /// Namespace of the producer ids of routed messages; the id is
 /// `<topic id>/<partition>/<queue id>`.
@@ -93,17 +93,37 @@ impl Broker {
             }
             return;
         };
-        if let Some(topic) = read_lock(&self.topics).get(&spec.topic) {
-            if topic.spec.id == spec.topic_id {
-                let starts = topic
-                    .partitions
-                    .iter()
-                    .map(|log| log.log_end_offset())
-                    .collect();
-                topic.note_binding_start(spec.id, starts);
-            }
+        let topic = read_lock(&self.topics)
+            .get(&spec.topic)
+            .filter(|topic| topic.spec.id == spec.topic_id)
+            .cloned();
+        if let Some(topic) = topic {
+            let starts = topic
+                .partitions
+                .iter()
+                .map(|log| log.log_end_offset())
+                .collect();
+            topic.note_binding_start(spec.id, starts);
+            // Stored at once rather than by the router's next step, which
+            // may be busy with a backlog when a crash comes.
+            let id = spec.id;
+            tokio::spawn(async move {
+                if let Err(err) = store_binding_start(&topic, id).await {
+                    warn!(topic = %topic.spec.name, binding = id, error = %err, "failed to store a binding's start; the router retries");
+                }
+            });
         }
         self.router_wakeup.notify_one();
+    }
+
+    /// Stores the start of binding `id` of `topic`, if this broker leads
+    /// the topic, before the creation of the binding is answered.
+    pub(crate) async fn store_binding_start(&self, topic: &str, id: u64) -> Result<()> {
+        let led = read_lock(&self.topics).get(topic).cloned();
+        match led {
+            Some(topic) => store_binding_start(&topic, id).await,
+            None => Ok(()),
+        }
     }
 
     /// Starts the task that keeps one router task running per led topic
@@ -167,10 +187,36 @@ impl Broker {
     /// Routes the messages past each partition's cursor of `topic`, one
     /// step per partition; returns whether anything was read.
     async fn route_step(&self, topic: &Topic) -> Result<bool> {
-        let bindings: Vec<BindingSpec> = read_lock(&self.catalog)
-            .bindings_from(topic.spec.id)
-            .cloned()
-            .collect();
+        // A binding routes only while its creator may still read the topic
+        // and send to the queue.
+        let bindings: Vec<BindingSpec> = {
+            let catalog = read_lock(&self.catalog);
+            catalog
+                .bindings_from(topic.spec.id)
+                .filter(|binding| {
+                    let user = &binding.owner;
+                    let topic = catalog.topic(&binding.topic);
+                    let queue = catalog.queue(&binding.queue);
+                    Broker::authorize(
+                        topic,
+                        "topic",
+                        &binding.topic,
+                        user,
+                        Some(Permission::Consume),
+                    )
+                    .is_ok()
+                        && Broker::authorize(
+                            queue,
+                            "queue",
+                            &binding.queue,
+                            user,
+                            Some(Permission::Publish),
+                        )
+                        .is_ok()
+                })
+                .cloned()
+                .collect()
+        };
         let mut trie = BindingTrie::new();
         for binding in &bindings {
             match Pattern::parse(&binding.pattern) {
@@ -213,8 +259,9 @@ impl Broker {
                     let start = topic
                         .binding_start(binding.id, partition)
                         .unwrap_or_else(|| {
-                            // The leader that saw the binding's creation
-                            // stopped before it committed the start.
+                            // NOTE: the leader that applied the binding's
+                            // creation stopped before it stored the start,
+                            // so messages published meanwhile are not routed.
                             warn!(
                                 binding = binding.id,
                                 partition,
@@ -300,6 +347,29 @@ impl Broker {
         topic.offsets.commit(commits).await?;
         Ok(next != cursor)
     }
+}
+
+/// Stores the noted start of binding `id` in `topic`'s offsets log, unless
+/// a start is stored already.
+async fn store_binding_start(topic: &Topic, id: u64) -> Result<()> {
+    let key = |partition: u32| OffsetKey {
+        topic_id: topic.spec.id,
+        subscription: start_entry(id),
+        partition,
+    };
+    let mut entries = Vec::new();
+    for partition in 0..topic.partitions.len() as u32 {
+        if topic.offsets.get(&key(partition)).is_some() {
+            continue;
+        }
+        if let Some(start) = topic.binding_start(id, partition) {
+            entries.push((key(partition), start));
+        }
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+    topic.offsets.commit(entries).await
 }
 
 /// Runs the router of one topic: routes while there is something to route,

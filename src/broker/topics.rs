@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use crate::broker::error::{BrokerError, Result};
 use crate::broker::idempotence;
-use crate::broker::message::{Message, NewMessage, PublishRequest, PublishResult};
+use crate::broker::message::{Message, NewMessage, PublishRequest, PublishResult, MAX_TTL_MS};
 use crate::broker::topic::Topic;
 use crate::broker::users::Principal;
 use crate::broker::{now_ms, read_lock, write_lock, Broker};
@@ -304,8 +304,7 @@ impl Broker {
         let acks = request.acks;
         if let Some(idempotent) = &request.producer {
             idempotence::check_request(idempotent, request.messages.len())?;
-            let hash =
-                idempotence::producer_hash(idempotence::CLIENT_PRODUCERS, &idempotent.producer_id);
+            let hash = idempotence::client_producer(&principal.username, &idempotent.producer_id);
             let partition = idempotent_partition(&topic, &request.messages, hash)?;
             let count = request.messages.len() as u64;
             let records = request
@@ -596,12 +595,15 @@ fn idempotent_partition(topic: &Topic, messages: &[NewMessage], producer: i64) -
     Ok(chosen.map_or(by_producer, |(_, partition)| partition))
 }
 
-/// Checks a default time to live: when given, at least 1 ms.
+/// Checks a time to live: when given, 1 ms to [`MAX_TTL_MS`].
 pub(crate) fn check_ttl(field: &str, ttl_ms: Option<u64>) -> Result<()> {
-    if ttl_ms == Some(0) {
-        return Err(BrokerError::invalid(field, "must be at least 1 ms"));
+    match ttl_ms {
+        Some(ttl_ms) if !(1..=MAX_TTL_MS).contains(&ttl_ms) => Err(BrokerError::invalid(
+            field,
+            format!("{ttl_ms} is outside 1..={MAX_TTL_MS} ms"),
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn reject_unsupported(field: &str, given: bool) -> Result<()> {

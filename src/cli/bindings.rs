@@ -47,7 +47,7 @@ pub async fn run(context: &Context, command: BindingCommand) -> anyhow::Result<(
         } => {
             let binding = client.create_binding(&queue, &topic, &pattern).await?;
             print_json(&binding)?;
-            eprintln!("bound queue {queue} to topic {topic} with {pattern}");
+            eprintln!("bound queue {queue} to topic {topic} with pattern `{pattern}`");
         }
         BindingCommand::List { queue } => print_json(&client.list_bindings(&queue).await?)?,
         BindingCommand::Remove { queue, id } => {

@@ -62,9 +62,14 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
         Some(_) => context.client()?,
         None => context.anonymous_client()?,
     };
+    // A login stored by `ferry login` is used until the shell logs in.
+    let user = context
+        .token()
+        .and_then(|_| context.stored())
+        .map(|stored| stored.username.clone());
     let mut shell = Shell {
         client,
-        user: None,
+        user,
         input: BufReader::new(tokio::io::stdin()).lines(),
         queue_streams: HashMap::new(),
         topic_streams: HashMap::new(),
@@ -96,12 +101,26 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
         match shell.choose(MENU[index - 1]).await {
             Ok(true) => {}
             Ok(false) => break,
-            Err(err) => println!("error: {err:#}"),
+            Err(err) => {
+                println!("error: {err:#}");
+                let unauthenticated = err
+                    .downcast_ref::<crate::client::ClientError>()
+                    .and_then(|err| err.code())
+                    == Some("unauthenticated");
+                if unauthenticated && entry_needs_login(MENU[index - 1]) {
+                    println!("hint: log in first with \"Log in\"");
+                }
+            }
         }
     }
     shell.stop_streams();
     println!("Bye");
     Ok(())
+}
+
+/// Whether menu entry `entry` needs a logged-in user.
+fn entry_needs_login(entry: &str) -> bool {
+    !matches!(entry, "Register" | "Log in")
 }
 
 fn print_menu(user: Option<&str>) {

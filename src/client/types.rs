@@ -122,6 +122,9 @@ pub struct Topic {
     /// Cleanup policy.
     #[serde(default)]
     pub cleanup: Option<Cleanup>,
+    /// Default time to live of messages, in milliseconds.
+    #[serde(default)]
+    pub message_ttl_ms: Option<u64>,
     /// Creation time, RFC 3339.
     pub created_at: String,
     /// Offsets and leaders of each partition.
