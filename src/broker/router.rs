@@ -17,6 +17,11 @@
 //! Messages keep their producer, timestamp, time to live, key, routing key,
 //! headers and value. Expiry is checked when the queue delivers, not here,
 //! so that a resend chooses the same messages.
+//!
+//! NOTE: a resend chooses the same messages only if the queue's bindings
+//! (and its owner's permissions) did not change between the first send and
+//! the crash that forced the resend; if they did, the resend may skip or
+//! repeat messages of that one step.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
