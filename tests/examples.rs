@@ -10,8 +10,8 @@ use std::process::Command;
 
 use common::BrokerProcess;
 
-/// Returns the path of example binary `name`, which `cargo test` builds
-/// beside the tests.
+/// Returns the path of example binary `name`, which `cargo build --examples`
+/// (run by tools/test) puts beside the tests.
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
@@ -23,7 +23,7 @@ fn example(name: &str) -> PathBuf {
         .join(name);
     assert!(
         path.exists(),
-        "{} is missing; `cargo test` builds the examples, or run `cargo build --examples`",
+        "{} is missing; run `cargo build --examples` first (tools/test does)",
         path.display()
     );
     path
