@@ -41,7 +41,10 @@ pub use batch::{
     decode_batch, decode_header, encode_batch, encoded_batch_len, validate_batch, BatchError,
     BatchHeader, ProducerInfo, RecordBatch,
 };
-pub use partition::{AppendInfo, PartitionLog, ProducerBatch, SegmentInfo, LOCK_FILE_NAME};
+pub use partition::{
+    AppendInfo, PartitionLog, ProducerBatch, Retention, RetentionOutcome, SegmentInfo,
+    LOCK_FILE_NAME,
+};
 pub use record::Record;
 
 /// Largest batch the log accepts, in bytes. Index positions are 32-bit, and

@@ -38,6 +38,7 @@ use super::{LogConfig, LogError, MAX_BATCH_BYTES};
 use epochs::EpochHistory;
 pub use producers::ProducerBatch;
 use producers::ProducerTable;
+pub use retention::{Retention, RetentionOutcome};
 
 /// Name of the file in a partition directory that `open` locks with `flock`,
 /// so that only one `PartitionLog` at a time owns the directory.
@@ -605,6 +606,7 @@ fn warn_on_offset_gaps(dir: &Path, segments: &[Arc<Segment>]) {
 mod epochs;
 mod producers;
 mod read;
+mod retention;
 mod truncate;
 
 #[cfg(test)]

@@ -783,3 +783,74 @@ fn producer_batches_survive_reopen_and_follow_truncation() {
     // The table is rebuilt from what is left, so the older batch is back.
     assert_eq!(batches(&log), vec![(0, 2, 2), (3, 3, 5), (5, 5, 6)]);
 }
+
+#[test]
+fn retention_deletes_oldest_sealed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), config(300, 4096)).unwrap();
+    let timed = |value: &str, timestamp_ms: i64| Record {
+        timestamp_ms,
+        value: Some(Bytes::copy_from_slice(value.as_bytes())),
+        ..Record::default()
+    };
+    // Each batch of 4 records of 40 bytes fills most of a 300-byte segment.
+    for batch in 0..6i64 {
+        let records: Vec<Record> = (0..4)
+            .map(|i| timed(&format!("{batch}-{i}-{}", "x".repeat(36)), 1_000 * batch))
+            .collect();
+        log.append(&records, 0, ProducerInfo::default()).unwrap();
+    }
+    let segments = log.segments();
+    assert!(segments.len() >= 4, "{segments:?}");
+    let end = log.log_end_offset();
+
+    // Nothing without limits, and nothing at or above keep_from.
+    let none = log
+        .apply_retention(Retention::default(), 10_000, end)
+        .unwrap();
+    assert_eq!(none.segments, 0);
+    let kept = Retention {
+        max_age_ms: Some(1),
+        max_bytes: None,
+    };
+    assert_eq!(log.apply_retention(kept, 100_000, 0).unwrap().segments, 0);
+
+    // By age: segments whose newest record is over 2.5 s old at t = 4.5 s.
+    let by_age = Retention {
+        max_age_ms: Some(2_500),
+        max_bytes: None,
+    };
+    let outcome = log.apply_retention(by_age, 4_500, end).unwrap();
+    assert_eq!(outcome.segments, 2, "{:?}", log.segments());
+    assert_eq!(outcome.log_start_offset, 8);
+    assert_eq!(log.log_start_offset(), 8);
+    assert!(!segments[0].path.exists());
+    assert!(log.read(0, usize::MAX, NO_LIMIT).is_err());
+    assert_eq!(
+        log.read(8, usize::MAX, NO_LIMIT).unwrap()[0].records[0].offset,
+        8
+    );
+
+    // By size: keep at most one segment's worth besides the active one.
+    let by_size = Retention {
+        max_age_ms: None,
+        max_bytes: Some(segments[0].size_bytes),
+    };
+    let outcome = log.apply_retention(by_size, 4_500, end).unwrap();
+    assert!(outcome.segments >= 1);
+    let left = log.segments();
+    let total: u64 = left.iter().map(|s| s.size_bytes).sum();
+    assert!(
+        left.len() >= 1 && total - left[0].size_bytes < segments[0].size_bytes,
+        "{left:?}"
+    );
+    assert_eq!(log.log_end_offset(), end);
+
+    // Reopening keeps the new start.
+    let start = log.log_start_offset();
+    log.close().unwrap();
+    drop(log);
+    let reopened = PartitionLog::open(dir.path(), config(300, 4096)).unwrap();
+    assert_eq!(reopened.log_start_offset(), start);
+    assert_eq!(reopened.log_end_offset(), end);
+}

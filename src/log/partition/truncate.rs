@@ -161,7 +161,7 @@ impl PartitionLog {
     }
 }
 
-fn remove_file(path: &Path) -> Result<(), LogError> {
+pub(super) fn remove_file(path: &Path) -> Result<(), LogError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
