@@ -56,6 +56,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRY_SEGMENT_BYTES")]
     pub segment_bytes: Option<u64>,
 
+    /// Milliseconds between retention passes over the topics' partitions
+    /// [default: 10000].
+    #[arg(long, env = "FERRY_RETENTION_CHECK_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_check_interval_ms: Option<u64>,
+
     /// Maximum size in bytes of one message value [default: 1048576].
     #[arg(long, env = "FERRY_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
@@ -130,6 +135,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     insecure: Option<bool>,
     segment_bytes: Option<u64>,
+    retention_check_interval_ms: Option<u64>,
     max_message_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
     token_ttl_secs: Option<u64>,
@@ -172,6 +178,8 @@ pub struct Config {
     pub insecure: bool,
     /// Segment size at which partitions roll.
     pub segment_bytes: u64,
+    /// Time between retention passes.
+    pub retention_check_interval: Duration,
     /// Maximum size of one message value, in bytes.
     pub max_message_bytes: usize,
     /// Maximum size of one request body, in bytes.
@@ -369,6 +377,11 @@ impl ServeArgs {
                 .segment_bytes
                 .or(file.segment_bytes)
                 .unwrap_or(128 << 20),
+            retention_check_interval: Duration::from_millis(
+                self.retention_check_interval_ms
+                    .or(file.retention_check_interval_ms)
+                    .unwrap_or(10_000),
+            ),
             max_message_bytes: self
                 .max_message_bytes
                 .or(file.max_message_bytes)

@@ -250,6 +250,8 @@ fn topic_json(context: &Context, view: &TopicView) -> Value {
         "segment_bytes": spec.segment_bytes,
         "cleanup": spec.cleanup,
         "message_ttl_ms": spec.message_ttl_ms,
+        "retention_ms": spec.retention_ms,
+        "retention_bytes": spec.retention_bytes,
         "created_at": rfc3339_ms(spec.created_ms),
         "partitions": partitions,
         "subscriptions": view.subscriptions,

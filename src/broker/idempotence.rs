@@ -154,10 +154,12 @@ pub fn place(
     if first_sequence == expected {
         return Ok(Placement::Append(info(first_sequence)));
     }
-    // The broker's own producers may meet a target that has no state for
-    // them yet (a dead-letter queue deleted and created again), so they
-    // start at whatever sequence they are at.
-    if retry == Retry::Tail && highest.is_none() {
+    // A producer without state may still be known elsewhere: the broker's
+    // own producers meet targets created again (a dead-letter queue), and
+    // retention may have deleted a client producer's batches. Both go on
+    // at the sequence they are at.
+    let retained = logs.iter().any(|log| log.log_start_offset() > 0);
+    if highest.is_none() && (retry == Retry::Tail || retained) {
         return Ok(Placement::Append(info(first_sequence)));
     }
     if retry == Retry::Tail && first_sequence < expected {

@@ -26,6 +26,7 @@ pub mod offsets;
 pub mod queue;
 pub mod queue_state;
 pub mod queues;
+pub mod retention;
 pub mod route;
 pub mod router;
 pub mod routing;
@@ -164,6 +165,7 @@ impl Broker {
         }
         let broker = Arc::new(broker);
         broker.start_interval_flusher();
+        broker.start_retention();
         broker.start_routers();
         Ok(broker)
     }

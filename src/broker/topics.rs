@@ -126,8 +126,17 @@ impl Broker {
                 ));
             }
         }
-        reject_unsupported("retention_ms", request.retention_ms.is_some())?;
-        reject_unsupported("retention_bytes", request.retention_bytes.is_some())?;
+        for (field, value) in [
+            ("retention_ms", request.retention_ms),
+            ("retention_bytes", request.retention_bytes),
+        ] {
+            if value == Some(0) || value.is_some_and(|value| value > i64::MAX as u64) {
+                return Err(BrokerError::invalid(
+                    field,
+                    format!("{} is outside 1..={}", value.unwrap_or(0), i64::MAX),
+                ));
+            }
+        }
         check_ttl("message_ttl_ms", request.message_ttl_ms)?;
         reject_unsupported("cleanup", request.cleanup == Some(Cleanup::Compact))?;
 

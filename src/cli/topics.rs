@@ -54,13 +54,11 @@ pub struct CreateTopicArgs {
     #[arg(long)]
     segment_bytes: Option<u64>,
 
-    /// Age in milliseconds after which old segments may be deleted (not
-    /// supported yet: the broker rejects it)
+    /// Age in milliseconds after which old segments are deleted
     #[arg(long)]
     retention_ms: Option<u64>,
 
-    /// Size in bytes per partition above which old segments may be deleted
-    /// (not supported yet: the broker rejects it)
+    /// Size in bytes per partition above which old segments are deleted
     #[arg(long)]
     retention_bytes: Option<u64>,
 

@@ -125,6 +125,12 @@ pub struct Topic {
     /// Default time to live of messages, in milliseconds.
     #[serde(default)]
     pub message_ttl_ms: Option<u64>,
+    /// Age in milliseconds after which old segments are deleted.
+    #[serde(default)]
+    pub retention_ms: Option<u64>,
+    /// Size in bytes per partition above which old segments are deleted.
+    #[serde(default)]
+    pub retention_bytes: Option<u64>,
     /// Creation time, RFC 3339.
     pub created_at: String,
     /// Offsets and leaders of each partition.

@@ -841,7 +841,7 @@ fn retention_deletes_oldest_sealed_segments() {
     let left = log.segments();
     let total: u64 = left.iter().map(|s| s.size_bytes).sum();
     assert!(
-        left.len() >= 1 && total - left[0].size_bytes < segments[0].size_bytes,
+        !left.is_empty() && total - left[0].size_bytes < segments[0].size_bytes,
         "{left:?}"
     );
     assert_eq!(log.log_end_offset(), end);
