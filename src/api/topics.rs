@@ -11,6 +11,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Filter;
 
+use crate::api::error::ApiError;
 use crate::api::request::{parse_json, Query};
 use crate::api::wire::messages_json;
 use crate::api::{
@@ -158,7 +159,40 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
             },
         );
 
+    let offset_for_time = warp::path!("v1" / "topics" / String / "partitions" / String / "offset")
+        .and(warp::get())
+        .and(with_context(context))
+        .and(authenticated(context))
+        .and(query())
+        .then(
+            |name: String,
+             partition: String,
+             context: Context,
+             principal: Principal,
+             raw: String| {
+                respond(async move {
+                    let partition: u32 = path_number("partition", &partition)?;
+                    let mut query = Query::parse(&raw)?;
+                    let timestamp = query
+                        .get::<i64>("timestamp", "a time in ms since the Unix epoch")?
+                        .ok_or_else(|| {
+                            ApiError::invalid("timestamp", "is missing: give ?timestamp=<ms since the Unix epoch>")
+                        })?;
+                    query.finish()?;
+                    let (offset, found) = context
+                        .broker
+                        .offset_for_timestamp(&principal, &name, partition, timestamp)?;
+                    Ok(json(
+                        StatusCode::OK,
+                        &json_value!({"partition": partition, "offset": offset, "timestamp": found}),
+                    ))
+                })
+            },
+        );
+
     list.or(create)
+        .unify()
+        .or(offset_for_time)
         .unify()
         .or(describe)
         .unify()

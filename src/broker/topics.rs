@@ -435,6 +435,37 @@ impl Broker {
         }
     }
 
+    /// Finds the first offset of `partition` whose message was stored at or
+    /// after `timestamp_ms`, below the high watermark. Returns it with its
+    /// timestamp, or the high watermark and `None` when no message is that
+    /// recent.
+    pub fn offset_for_timestamp(
+        &self,
+        principal: &Principal,
+        name: &str,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> Result<(u64, Option<i64>)> {
+        let topic = self.open_topic(principal, name, Some(Permission::Consume))?;
+        let log = topic.partitions.get(partition as usize).ok_or_else(|| {
+            BrokerError::invalid(
+                "partition",
+                format!(
+                    "topic `{name}` has partitions 0 to {}",
+                    topic.partitions.len() - 1
+                ),
+            )
+        })?;
+        let high_watermark = log.high_watermark();
+        let found = log
+            .partition_log()
+            .offset_for_timestamp(timestamp_ms, high_watermark)?;
+        Ok(match found {
+            Some(found) => (found.offset, Some(found.timestamp_ms)),
+            None => (high_watermark, None),
+        })
+    }
+
     /// Checks message sizes against the configured maximum.
     pub(crate) fn check_messages(&self, messages: &[NewMessage]) -> Result<()> {
         if messages.is_empty() {

@@ -42,7 +42,7 @@ pub use batch::{
     BatchHeader, ProducerInfo, RecordBatch,
 };
 pub use partition::{
-    AppendInfo, PartitionLog, ProducerBatch, Retention, RetentionOutcome, SegmentInfo,
+    AppendInfo, PartitionLog, ProducerBatch, Retention, RetentionOutcome, SegmentInfo, TimeLookup,
     LOCK_FILE_NAME,
 };
 pub use record::Record;

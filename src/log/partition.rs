@@ -39,6 +39,8 @@ use epochs::EpochHistory;
 pub use producers::ProducerBatch;
 use producers::ProducerTable;
 pub use retention::{Retention, RetentionOutcome};
+use time::NewestTimestamps;
+pub use time::TimeLookup;
 
 /// Name of the file in a partition directory that `open` locks with `flock`,
 /// so that only one `PartitionLog` at a time owns the directory.
@@ -87,6 +89,8 @@ pub struct PartitionLog {
     log_end_offset: AtomicU64,
     flushed_offset: AtomicU64,
     flush_count: AtomicU64,
+    /// Newest timestamp of each sealed segment, for lookups by time.
+    newest: NewestTimestamps,
     /// Open lock file. The `flock` is released when it is closed.
     _dir_lock: File,
 }
@@ -185,6 +189,7 @@ impl PartitionLog {
             log_end_offset: AtomicU64::new(log_end_offset),
             flushed_offset: AtomicU64::new(log_end_offset),
             flush_count: AtomicU64::new(0),
+            newest: NewestTimestamps::default(),
             _dir_lock: dir_lock,
         })
     }
@@ -607,6 +612,7 @@ mod epochs;
 mod producers;
 mod read;
 mod retention;
+mod time;
 mod truncate;
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::sync::{Arc, PoisonError};
 
 use tracing::info;
 
+use super::time::newest_timestamp;
 use super::truncate::remove_file;
 use super::PartitionLog;
 use crate::log::files::sync_dir;
@@ -70,6 +71,7 @@ impl PartitionLog {
             let count = deletable(&segments, retention, now_ms, keep_from)?;
             segments.drain(..count).collect::<Vec<Arc<Segment>>>()
         };
+        self.newest.clear();
         let mut outcome = RetentionOutcome {
             log_start_offset: self.log_start_offset(),
             ..RetentionOutcome::default()
@@ -128,17 +130,4 @@ fn deletable(
         count += 1;
     }
     Ok(count)
-}
-
-/// The largest record timestamp in `segment`, from its batch headers; a
-/// producer's clock may go back, so it is not always the last batch's.
-fn newest_timestamp(segment: &Segment) -> Result<i64, LogError> {
-    let bytes = segment.bytes();
-    let mut position = 0;
-    let mut newest = i64::MIN;
-    while let Some(header) = segment.header_at(bytes, position)? {
-        newest = newest.max(header.max_timestamp);
-        position += header.total_len();
-    }
-    Ok(newest)
 }

@@ -854,3 +854,50 @@ fn retention_deletes_oldest_sealed_segments() {
     assert_eq!(reopened.log_start_offset(), start);
     assert_eq!(reopened.log_end_offset(), end);
 }
+
+#[test]
+fn offset_for_timestamp_with_out_of_order_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), config(300, 4096)).unwrap();
+    let timed = |timestamp_ms: i64| Record {
+        timestamp_ms,
+        value: Some(Bytes::from(vec![b'v'; 40])),
+        ..Record::default()
+    };
+    // Offsets 0.. with times that step back: 10 20 15 | 30 25 40 | 35 50 45 ...
+    let times = [10, 20, 15, 30, 25, 40, 35, 50, 45, 60, 55, 70];
+    for chunk in times.chunks(3) {
+        let records: Vec<Record> = chunk.iter().map(|&t| timed(t)).collect();
+        log.append(&records, 0, ProducerInfo::default()).unwrap();
+    }
+    assert!(log.segments().len() > 1, "{:?}", log.segments());
+    let end = log.log_end_offset();
+    let lookup = |t: i64| {
+        log.offset_for_timestamp(t, end)
+            .unwrap()
+            .map(|found| (found.offset, found.timestamp_ms))
+    };
+    // The first offset whose time is at or after t.
+    for t in [0, 10, 11, 16, 21, 26, 31, 41, 46, 56, 61, 70] {
+        let expected = times
+            .iter()
+            .position(|&time| time >= t)
+            .map(|offset| (offset as u64, times[offset]));
+        assert_eq!(lookup(t), expected, "t = {t}");
+    }
+    assert_eq!(lookup(71), None);
+    // Nothing at or above max_offset counts.
+    assert_eq!(log.offset_for_timestamp(60, 9).unwrap(), None);
+    assert_eq!(
+        log.offset_for_timestamp(26, 3)
+            .unwrap()
+            .map(|found| found.offset),
+        None
+    );
+    assert_eq!(
+        log.offset_for_timestamp(26, 4)
+            .unwrap()
+            .map(|found| found.offset),
+        Some(3)
+    );
+}

@@ -86,6 +86,7 @@ impl PartitionLog {
             .find_map(|s| s.last_header())
             .map_or(0, |h| h.leader_epoch);
         writer.epochs.truncate(end_offset);
+        self.newest.clear();
         match ProducerTable::from_segments(&segments) {
             Ok(producers) => writer.producers = producers,
             // Only a corrupt header fails the walk, and the log refuses
