@@ -71,6 +71,7 @@ impl From<BrokerError> for ApiError {
                 (StatusCode::BAD_REQUEST, "offset_out_of_range")
             }
             BrokerError::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+            BrokerError::CorruptData { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_data"),
             BrokerError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             BrokerError::Storage(_) | BrokerError::Internal(_) => {
                 // The details name files and internals of the server: they

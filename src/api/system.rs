@@ -53,6 +53,12 @@ impl Metrics {
         };
         counter(
             &mut out,
+            "ferry_corrupt_batch_reads_total",
+            "Reads refused because a stored batch failed its checks.",
+            crate::broker::durable::CORRUPT_READS.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
             "ferry_messages_published_total",
             "Messages stored by publish and send requests.",
             self.messages_published.load(Ordering::Relaxed),

@@ -11,18 +11,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::broker::error::{BrokerError, Result};
-use crate::log::{AppendInfo, FsyncPolicy, PartitionLog, ProducerInfo, Record, RecordBatch};
+use crate::log::{
+    AppendInfo, FsyncPolicy, LogError, PartitionLog, ProducerInfo, Record, RecordBatch,
+};
 
 /// How long an `acks=all` append waits for the in-sync replicas.
 pub const REPLICATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads refused because a stored batch was damaged, since the process
+/// started; `/metrics` exports it.
+pub static CORRUPT_READS: AtomicU64 = AtomicU64::new(0);
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -365,7 +371,37 @@ impl DurableLog {
         if offset >= high_watermark {
             return Ok(Vec::new());
         }
-        Ok(self.shared.log.read(offset, max_bytes, high_watermark)?)
+        self.shared
+            .log
+            .read(offset, max_bytes, high_watermark)
+            .map_err(|err| self.reading_failed(err))
+    }
+
+    /// Turns a failed read into the broker's error: a damaged batch is
+    /// logged, counted and named by partition and offset.
+    fn reading_failed(&self, err: LogError) -> BrokerError {
+        let LogError::Corrupt {
+            path,
+            position,
+            offset,
+            reason,
+        } = &err
+        else {
+            return err.into();
+        };
+        CORRUPT_READS.fetch_add(1, Ordering::Relaxed);
+        error!(
+            log = %self.name(),
+            offset = ?offset,
+            path = %path.display(),
+            position,
+            reason = %reason,
+            "refused to serve a damaged batch"
+        );
+        BrokerError::CorruptData {
+            log: self.name(),
+            offset: *offset,
+        }
     }
 
     /// First offset not yet readable.

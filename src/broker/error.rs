@@ -85,6 +85,18 @@ pub enum BrokerError {
     /// recent request.
     #[error("{0}")]
     OutOfOrderSequence(String),
+    /// A stored batch failed its checks when read: it is not served.
+    #[error(
+        "the batch at offset {} of {log} is damaged and is not served; \
+         the broker's log and `ferry-log verify` give the details",
+        offset.map_or_else(|| "?".to_string(), |offset| offset.to_string())
+    )]
+    CorruptData {
+        /// The partition, as its directory names it, e.g. `topics/orders@3/0`.
+        log: String,
+        /// The damaged batch's base offset, when its header reads.
+        offset: Option<u64>,
+    },
     /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(LogError),

@@ -138,6 +138,9 @@ pub enum LogError {
         path: PathBuf,
         /// Byte position of the damaged batch.
         position: u64,
+        /// The base offset the damaged batch's header gives, when the header
+        /// itself reads.
+        offset: Option<u64>,
         /// Description of the damage.
         reason: String,
     },

@@ -576,6 +576,7 @@ impl Segment {
             Err(reason) => Err(LogError::Corrupt {
                 path: self.files.log_path.clone(),
                 position: position as u64,
+                offset: None,
                 reason,
             }),
         }

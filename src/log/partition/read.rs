@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::PartitionLog;
-use crate::log::batch::{decode_batch, RecordBatch};
+use crate::log::batch::{decode_batch, decode_header, RecordBatch};
 use crate::log::segment::Segment;
 use crate::log::LogError;
 
@@ -31,6 +31,7 @@ impl PartitionLog {
             decode_batch(bytes).map_err(|reason| LogError::Corrupt {
                 path: segment.files().log_path.clone(),
                 position: position as u64,
+                offset: decode_header(bytes).ok().map(|header| header.base_offset),
                 reason: reason.to_string(),
             })
         })
@@ -94,11 +95,13 @@ impl PartitionLog {
                 if !batches.is_empty() && total_bytes + len > max_bytes {
                     return Ok(batches);
                 }
-                batches.push(convert(
-                    segment,
-                    position,
-                    &bytes[position..position + len],
-                )?);
+                match convert(segment, position, &bytes[position..position + len]) {
+                    Ok(batch) => batches.push(batch),
+                    // The good batches before a damaged one are served; the
+                    // next read starts at the damage and gets the error.
+                    Err(_) if !batches.is_empty() => return Ok(batches),
+                    Err(err) => return Err(err),
+                }
                 total_bytes += len;
                 position += len;
                 if total_bytes >= max_bytes {

@@ -111,6 +111,7 @@ fn find_in_segment(
                 decode_batch(&bytes[position..end]).map_err(|reason| LogError::Corrupt {
                     path: segment.files().log_path.clone(),
                     position: position as u64,
+                    offset: Some(header.base_offset),
                     reason: reason.to_string(),
                 })?;
             let found = batch
