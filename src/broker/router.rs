@@ -194,9 +194,13 @@ impl Broker {
     async fn route_step(&self, topic: &Topic) -> Result<bool> {
         // A binding routes only while its creator may still read the topic
         // and send to the queue.
-        let bindings: Vec<BindingSpec> = {
+        let (known, bindings): (Vec<u64>, Vec<BindingSpec>) = {
             let catalog = read_lock(&self.catalog);
-            catalog
+            let known = catalog
+                .bindings_from(topic.spec.id)
+                .map(|binding| binding.id)
+                .collect();
+            let allowed = catalog
                 .bindings_from(topic.spec.id)
                 .filter(|binding| {
                     let user = &binding.owner;
@@ -220,7 +224,8 @@ impl Broker {
                         .is_ok()
                 })
                 .cloned()
-                .collect()
+                .collect();
+            (known, allowed)
         };
         let mut trie = BindingTrie::new();
         for binding in &bindings {
@@ -236,7 +241,7 @@ impl Broker {
         let mut progressed = false;
         for partition in 0..topic.partitions.len() as u32 {
             progressed |= self
-                .route_partition(topic, partition, &bindings, &trie)
+                .route_partition(topic, partition, &known, &bindings, &trie)
                 .await?;
         }
         Ok(progressed)
@@ -246,6 +251,7 @@ impl Broker {
         &self,
         topic: &Topic,
         partition: u32,
+        known: &[u64],
         bindings: &[BindingSpec],
         trie: &BindingTrie<u64>,
     ) -> Result<bool> {
@@ -324,6 +330,16 @@ impl Broker {
                     routed.entry(queue).or_default().push(copy);
                 }
             }
+        }
+        // A binding created while the records were read starts at or below
+        // some of them, and must not miss them: route the step again.
+        let current: Vec<u64> = read_lock(&self.catalog)
+            .bindings_from(topic.spec.id)
+            .map(|binding| binding.id)
+            .collect();
+        let added = current.iter().any(|id| !known.contains(id));
+        if added {
+            return Ok(true);
         }
         if next == cursor && commits.is_empty() {
             return Ok(false);

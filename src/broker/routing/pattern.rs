@@ -89,23 +89,30 @@ impl fmt::Display for Pattern {
 }
 
 /// Matches pattern words against key words. A table of which pattern
-/// prefixes match which key prefixes keeps it polynomial with many `#`.
+/// prefixes match which key prefixes keeps it at O(pattern words × key
+/// words), however many `#` there are.
 fn matches_words(pattern: &[Word], key: &[&str]) -> bool {
     // reachable[j]: the pattern prefix so far matches the first j key words.
     let mut reachable = vec![false; key.len() + 1];
     reachable[0] = true;
     for word in pattern {
         let mut next = vec![false; key.len() + 1];
+        if let Word::Any = word {
+            // `#` reaches every position from the first reachable one on.
+            if let Some(first) = reachable.iter().position(|&reached| reached) {
+                for slot in &mut next[first..] {
+                    *slot = true;
+                }
+            }
+            reachable = next;
+            continue;
+        }
         for j in 0..=key.len() {
             if !reachable[j] {
                 continue;
             }
             match word {
-                Word::Any => {
-                    for slot in &mut next[j..] {
-                        *slot = true;
-                    }
-                }
+                Word::Any => unreachable!("handled above"),
                 Word::One => {
                     if j < key.len() {
                         next[j + 1] = true;

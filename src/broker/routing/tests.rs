@@ -181,3 +181,22 @@ proptest! {
         prop_assert_eq!(found, expected);
     }
 }
+
+#[test]
+fn many_hashes_against_a_long_key() {
+    // 127 `#` words against 127-word keys: matching stays polynomial.
+    let pattern_text = vec!["#"; 127].join(".");
+    let pattern = Pattern::parse(&pattern_text).unwrap();
+    let key = vec!["w"; 127].join(".");
+    assert!(pattern.matches(&key));
+    let mut trie = BindingTrie::new();
+    trie.insert(&pattern, 1);
+    trie.insert(&Pattern::parse(&format!("{pattern_text}.x")).unwrap(), 2);
+    for _ in 0..100 {
+        assert_eq!(trie.matches(&key), vec![1]);
+    }
+    let with_x = format!("{key}.x");
+    let mut both = trie.matches(&with_x);
+    both.sort_unstable();
+    assert_eq!(both, vec![1, 2]);
+}

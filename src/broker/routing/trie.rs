@@ -102,12 +102,14 @@ impl<V: Clone + Eq + Hash> BindingTrie<V> {
         let words = super::key_words(key);
         let mut found = Vec::new();
         let mut seen_values = HashSet::new();
-        // (node, words consumed) pairs already explored: with several `#`
-        // the same state is reachable in many ways.
+        // States are (node, words consumed, entered through `#`). A state
+        // entered through `#` may also take one more word and stay, so each
+        // state pushes at most four others and the work is
+        // O(nodes × key words).
         let mut visited = HashSet::new();
-        let mut stack = vec![(&self.root, 0usize)];
-        while let Some((node, at)) = stack.pop() {
-            if !visited.insert((node as *const Node<V>, at)) {
+        let mut stack = vec![(&self.root, 0usize, false)];
+        while let Some((node, at, after_any)) = stack.pop() {
+            if !visited.insert((node as *const Node<V>, at, after_any)) {
                 continue;
             }
             if at == words.len() {
@@ -117,18 +119,19 @@ impl<V: Clone + Eq + Hash> BindingTrie<V> {
                     }
                 }
             }
+            if after_any && at < words.len() {
+                stack.push((node, at + 1, true));
+            }
             if let Some(any) = &node.any {
                 // `#` takes zero or more of the remaining words.
-                for next in at..=words.len() {
-                    stack.push((any, next));
-                }
+                stack.push((any, at, true));
             }
             if at < words.len() {
                 if let Some(child) = node.literals.get(words[at]) {
-                    stack.push((child, at + 1));
+                    stack.push((child, at + 1, false));
                 }
                 if let Some(one) = &node.one {
-                    stack.push((one, at + 1));
+                    stack.push((one, at + 1, false));
                 }
             }
         }
