@@ -782,14 +782,14 @@ async fn revoked_grant_stops_a_binding() {
 async fn receive_skips_a_run_of_expired_messages() {
     let (_dir, _broker, api) = broker_and_user(&[]).await;
     create(&api, "/v1/queues", json!({"name": "q"})).await;
-    let expired: Vec<Value> = (0..200).map(|n| json!({"value": n, "ttl_ms": 1})).collect();
-    let (status, _) = post(
-        &api,
-        "/v1/queues/q/messages",
-        json!({ "messages": expired }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    for batch in 0..3 {
+        let expired: Vec<Value> = (0..1000)
+            .map(|n| json!({"value": batch * 1000 + n, "ttl_ms": 1}))
+            .collect();
+        let body = json!({ "messages": expired });
+        let (status, _) = post(&api, "/v1/queues/q/messages", body).await;
+        assert_eq!(status, StatusCode::OK);
+    }
     let live = json!({"messages": [{"value": "live"}]});
     let (status, _) = post(&api, "/v1/queues/q/messages", live).await;
     assert_eq!(status, StatusCode::OK);
@@ -892,4 +892,68 @@ async fn binding_start_survives_sigkill_behind_a_backlog() {
     };
     let routed = drain(&api, "late", 1, Duration::from_secs(20)).await;
     assert_eq!(routed, vec![json!("after")]);
+}
+
+#[tokio::test]
+async fn pull_goes_past_many_skipped_messages() {
+    let (_dir, _broker, api) = broker_and_user(&[]).await;
+    create(&api, "/v1/topics", json!({"name": "t"})).await;
+    create(
+        &api,
+        "/v1/topics/t/subscriptions",
+        json!({"name": "s", "pattern": "keep", "start": "earliest"}),
+    )
+    .await;
+    // More skipped bytes than one take reads (64 reads of 1 MiB).
+    let big = "x".repeat(1_000_000);
+    for _ in 0..70 {
+        publish(&api, "t", json!([{"value": big, "routing_key": "skip"}])).await;
+    }
+    publish(&api, "t", json!([{"value": "kept", "routing_key": "keep"}])).await;
+    let started = Instant::now();
+    let pulled = api
+        .get_ok("/v1/topics/t/subscriptions/s/messages?wait_ms=20000")
+        .await;
+    assert_eq!(
+        values(pulled["messages"].as_array().unwrap()),
+        vec![json!("kept")]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the pull waited out its wait"
+    );
+}
+
+#[tokio::test]
+async fn event_stream_commits_only_what_the_connection_took() {
+    let (_dir, broker, api) = broker_and_user(&[]).await;
+    create(&api, "/v1/topics", json!({"name": "t"})).await;
+    create(
+        &api,
+        "/v1/topics/t/subscriptions",
+        json!({"name": "s", "start": "earliest"}),
+    )
+    .await;
+    let big = "x".repeat(100_000);
+    for _ in 0..400 {
+        publish(&api, "t", json!([{"value": big}])).await;
+    }
+    // A client that reads nothing and goes away.
+    let response = api
+        .http
+        .get(format!("{}/v1/topics/t/subscriptions/s/events", broker.url))
+        .bearer_auth(api.token.as_ref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(response);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let list = api.get_ok("/v1/topics/t/subscriptions").await;
+    let committed = list["subscriptions"][0]["committed"][0]["offset"]
+        .as_u64()
+        .unwrap();
+    assert!(committed < 400, "committed {committed} of 400 never read");
 }

@@ -12,8 +12,9 @@
 //! The token comes in the `Authorization` header or, for browsers, whose
 //! `EventSource` cannot set headers, in the `access_token` query parameter.
 //!
-//! Delivery is at most once: a message counts as delivered once it is
-//! handed to the connection. Clients that need to acknowledge use pull or
+//! Delivery is at most once: a message counts as delivered once the
+//! connection took it (it may still sit in the socket's buffer when the
+//! client goes away). Clients that need to acknowledge use pull or
 //! the WebSocket stream.
 
 use std::collections::BTreeMap;
@@ -162,22 +163,31 @@ impl Subscription {
     /// Runs the stream in a task and returns its events, starting with
     /// those of `first`. The task ends when the client goes away.
     fn events(self, first: Bytes) -> ReceiverStream<Result<Event, Infallible>> {
-        let (sender, receiver) = mpsc::channel(MAX_RECEIVE_MESSAGES);
+        // One slot: a send returns once the connection took the event
+        // before, so the stream knows what the connection has.
+        let (sender, receiver) = mpsc::channel(1);
         tokio::spawn(async move {
             let mut body = first;
             loop {
                 let messages = parse_messages(&body);
-                if !messages.is_empty() {
-                    for message in &messages {
-                        if sender.send(Ok(message_event(message))).await.is_err() {
-                            return;
-                        }
+                let mut taken = 0;
+                for message in &messages {
+                    if sender.send(Ok(message_event(message))).await.is_err() {
+                        break;
                     }
-                    // Handed to the connection: they count as delivered.
-                    if let Some(error) = self.commit(&messages).await {
-                        let _ = sender.send(Ok(error)).await;
-                        return;
-                    }
+                    taken += 1;
+                }
+                // The last one is taken once its slot is free again.
+                if taken > 0 && taken == messages.len() && sender.reserve().await.is_err() {
+                    taken -= 1;
+                }
+                // Handed to the connection: they count as delivered.
+                if let Some(error) = self.commit(&messages[..taken]).await {
+                    let _ = sender.send(Ok(error)).await;
+                    return;
+                }
+                if taken < messages.len() {
+                    return;
                 }
                 if self.context.broker.is_shutting_down() {
                     return;

@@ -27,6 +27,10 @@ use crate::meta::QueueSpec;
 /// Segment size of a queue's state log.
 const STATE_SEGMENT_BYTES: u64 = 8 << 20;
 
+/// Most rounds of one lease when each round found only messages to
+/// dead-letter.
+pub const MAX_LEASE_ROUNDS: usize = 64;
+
 /// Name of the queue's messages log under its directory.
 pub const MESSAGES_LOG: &str = "messages";
 
@@ -121,46 +125,77 @@ impl Queue {
     /// once if none is ready.
     ///
     /// A message whose time to live ended, or that was already delivered
-    /// `max_deliveries` times, is dead-lettered instead of delivered, so
-    /// fewer than `max` may come back while more are ready.
+    /// `max_deliveries` times, is dead-lettered instead of delivered. Such
+    /// messages do not count against `max`: the lease takes more, up to
+    /// [`MAX_LEASE_ROUNDS`] times, and stores everything in one batch.
     pub async fn lease(&self, max: usize, visibility_ms: u64) -> Result<Vec<Delivery>> {
         let now = now_ms();
         let deadline = now.saturating_add(visibility_ms as i64);
-        let leased = {
-            let mut state = self.lock_state();
-            let leased = state.lease(max, self.messages.high_watermark(), now, deadline);
-            // Reserved until the lease is stored: a short lease may end
-            // before that, and no other receive may take the messages then.
-            let offsets: Vec<u64> = leased.iter().map(|&(offset, _)| offset).collect();
-            state.begin_settle(&offsets);
-            leased
-        };
+        let mut leased = Vec::new();
+        let mut live = Vec::new();
+        let mut dead = Vec::new();
+        for _ in 0..MAX_LEASE_ROUNDS {
+            let round = {
+                let mut state = self.lock_state();
+                let round = state.lease(
+                    max - live.len(),
+                    self.messages.high_watermark(),
+                    now,
+                    deadline,
+                );
+                // Reserved until the lease is stored: a short lease may end
+                // before that, and no other receive may take them then.
+                let offsets: Vec<u64> = round.iter().map(|&(offset, _)| offset).collect();
+                state.begin_settle(&offsets);
+                round
+            };
+            if round.is_empty() {
+                break;
+            }
+            leased.extend_from_slice(&round);
+            let dead_before = dead.len();
+            match self.read_deliveries(&round) {
+                Ok(deliveries) => self.sort_out(deliveries, now, &mut live, &mut dead),
+                Err(err) => {
+                    self.end_lease(&leased, true);
+                    return Err(err);
+                }
+            }
+            if live.len() == max || dead.len() == dead_before {
+                break;
+            }
+        }
         if leased.is_empty() {
             return Ok(Vec::new());
         }
+        let result = self.store_lease(&live, dead, deadline).await;
+        self.end_lease(&leased, result.is_err());
+        result.map(|()| live)
+    }
+
+    /// Ends the reservation of `leased`, and undoes the lease when it could
+    /// not be stored.
+    fn end_lease(&self, leased: &[(u64, u32)], failed: bool) {
         let offsets: Vec<u64> = leased.iter().map(|&(offset, _)| offset).collect();
-        let result = self.store_lease(&leased, now, deadline).await;
         let mut state = self.lock_state();
         state.abandon_settle(&offsets);
-        if result.is_err() {
-            state.undo_lease(&leased);
+        if failed {
+            state.undo_lease(leased);
             drop(state);
             self.changed.notify_waiters();
         }
-        result
     }
 
-    /// Reads the leased messages, splits off those to dead-letter, and
-    /// stores the lease and the dead letters as one batch.
-    async fn store_lease(
+    /// Splits leased deliveries into those to deliver and those to
+    /// dead-letter.
+    fn sort_out(
         &self,
-        leased: &[(u64, u32)],
+        deliveries: Vec<Delivery>,
         now: i64,
-        deadline: i64,
-    ) -> Result<Vec<Delivery>> {
-        let mut deliveries = self.read_deliveries(leased)?;
-        let mut dead = Vec::new();
-        deliveries.retain(|delivery| {
+        live: &mut Vec<Delivery>,
+        dead: &mut Vec<DeadLetter>,
+    ) {
+        for delivery in deliveries {
             let reason = if delivery.message.is_expired(now) {
                 DeadLetterReason::Expired
             } else if self
@@ -170,7 +205,8 @@ impl Queue {
             {
                 DeadLetterReason::MaxDeliveries
             } else {
-                return true;
+                live.push(delivery);
+                continue;
             };
             dead.push(DeadLetter {
                 offset: delivery.message.offset,
@@ -178,12 +214,20 @@ impl Queue {
                 // This lease did not deliver it.
                 delivery_count: delivery.delivery_count - 1,
             });
-            false
-        });
+        }
+    }
+
+    /// Stores the lease of `live` and the dead letters as one batch.
+    async fn store_lease(
+        &self,
+        live: &[Delivery],
+        dead: Vec<DeadLetter>,
+        deadline: i64,
+    ) -> Result<()> {
         let mut events = Vec::with_capacity(2);
-        if !deliveries.is_empty() {
+        if !live.is_empty() {
             events.push(QueueEvent::Leased {
-                offsets: deliveries
+                offsets: live
                     .iter()
                     .map(|delivery| delivery.message.offset)
                     .collect(),
@@ -191,15 +235,14 @@ impl Queue {
             });
         }
         if dead.is_empty() {
-            self.store(events).await?;
-        } else {
-            let dead_letters = self.dead_letters(dead);
-            let _ordered = self.dead_letter_order.lock().await;
-            events.push(dead_letters.clone());
-            self.store(events).await?;
-            self.lock_state().apply(&dead_letters);
+            return self.store(events).await;
         }
-        Ok(deliveries)
+        let dead_letters = self.dead_letters(dead);
+        let _ordered = self.dead_letter_order.lock().await;
+        events.push(dead_letters.clone());
+        self.store(events).await?;
+        self.lock_state().apply(&dead_letters);
+        Ok(())
     }
 
     /// Builds the event that dead-letters `entries`.
