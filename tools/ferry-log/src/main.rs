@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use ferry::log::reader::parse_log_file_name;
 
 mod dump;
+mod stats;
 mod verify;
 
 /// Maximum directory depth searched below each argument for partitions.
@@ -46,6 +47,15 @@ enum Command {
         /// Start at the batch that contains this offset.
         #[arg(long, value_name = "N", default_value_t = 0)]
         from_offset: u64,
+    },
+    /// Summarize each partition under DIR: segments, bytes, batches,
+    /// records, offsets and time range.
+    Stats {
+        /// Partition directory, or a directory searched for them.
+        dir: PathBuf,
+        /// Print one JSON object per partition instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Check CRCs, offset order and continuity, leader epochs and index
     /// entries. Exits with status 1 if any problem is found.
@@ -81,6 +91,19 @@ fn run(cli: Cli) -> Result<bool> {
             let mut clean = true;
             for partition in &partitions {
                 clean &= dump::dump_partition(partition, from_offset, json)?;
+            }
+            Ok(clean)
+        }
+        Command::Stats { dir, json } => {
+            let mut clean = true;
+            for partition in find_partitions(&dir)? {
+                let stats = stats::partition_stats(&partition)?;
+                clean &= stats.is_clean();
+                if json {
+                    println!("{}", stats.to_json(&partition));
+                } else {
+                    println!("{}: {stats}", partition.display());
+                }
             }
             Ok(clean)
         }

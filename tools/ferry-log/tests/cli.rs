@@ -334,3 +334,32 @@ fn missing_dir_is_an_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not found"), "{stderr}");
 }
+
+#[test]
+fn stats_summarize_a_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = closed_log(dir.path());
+    let records: usize = (0..BATCHES).map(|i| 1 + i % 3).sum();
+
+    let output = ferry_log(&["stats", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!(
+            "{} segments, {} bytes, {BATCHES} batches, {records} records, offsets 0 to {}, times 1700000000000 to {} ms",
+            segments.len(),
+            segments.iter().map(|s| s.size_bytes).sum::<u64>(),
+            records - 1,
+            1_700_000_000_000i64 + BATCHES as i64 - 1
+        )),
+        "{text}"
+    );
+
+    let output = ferry_log(&["stats", "--json", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let json: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    assert_eq!(json["records"], records as u64);
+    assert_eq!(json["start_offset"], 0);
+    assert_eq!(json["end_offset"], records as u64);
+    assert_eq!(json["unreadable_batches"], 0);
+}
