@@ -15,9 +15,24 @@ use ferry::log::reader::{list_segments, SegmentReader};
 use ferry::log::{decode_batch, BatchHeader, Record, RecordBatch};
 use serde_json::{json, Value};
 
-/// Prints the partition in `dir` from the batch that contains `from_offset`.
-/// Problems go to stderr. Returns whether every batch could be read.
-pub fn dump_partition(dir: &Path, from_offset: u64, json: bool) -> Result<bool> {
+/// Which records a dump prints.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Start at the batch that contains this offset.
+    pub from_offset: u64,
+    /// Start at the first record stored at or after this time, in ms; later
+    /// records are printed whatever their time.
+    pub from_time: Option<i64>,
+    /// Print only records with this key.
+    pub key: Option<String>,
+}
+
+/// Prints the partition in `dir` as `filter` selects. Problems go to
+/// stderr. Returns whether every batch could be read.
+pub fn dump_partition(dir: &Path, filter: &Filter, json: bool) -> Result<bool> {
+    let from_offset = filter.from_offset;
+    // Set once the first record at or after `from_time` was found.
+    let mut reached_time = filter.from_time.is_none();
     let segments =
         list_segments(dir).with_context(|| format!("failed to list {}", dir.display()))?;
     let stdout = io::stdout();
@@ -64,6 +79,30 @@ pub fn dump_partition(dir: &Path, from_offset: u64, json: bool) -> Result<bool> 
             };
             if batch.header.last_offset() < from_offset {
                 continue;
+            }
+            let mut batch = batch;
+            if !reached_time {
+                let from_time = filter.from_time.unwrap_or(i64::MIN);
+                // Records before the batch whose newest time reaches the
+                // time are all older, as timestamps may step back.
+                if batch.header.max_timestamp < from_time {
+                    continue;
+                }
+                let first = batch
+                    .records
+                    .iter()
+                    .position(|record| record.timestamp_ms >= from_time)
+                    .unwrap_or(batch.records.len());
+                batch.records.drain(..first);
+                reached_time = true;
+            }
+            if let Some(key) = &filter.key {
+                batch
+                    .records
+                    .retain(|record| record.key.as_deref() == Some(key.as_bytes()));
+                if batch.records.is_empty() {
+                    continue;
+                }
             }
             if json {
                 let object = batch_json(dir, &segment_name, raw.position, &batch);

@@ -47,6 +47,13 @@ enum Command {
         /// Start at the batch that contains this offset.
         #[arg(long, value_name = "N", default_value_t = 0)]
         from_offset: u64,
+        /// Start at the first record stored at or after this time, in ms
+        /// since the Unix epoch.
+        #[arg(long, value_name = "MS")]
+        from_time: Option<i64>,
+        /// Print only records with this key.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Summarize each partition under DIR: segments, bytes, batches,
     /// records, offsets and time range.
@@ -86,11 +93,18 @@ fn run(cli: Cli) -> Result<bool> {
             dir,
             json,
             from_offset,
+            from_time,
+            key,
         } => {
+            let filter = dump::Filter {
+                from_offset,
+                from_time,
+                key,
+            };
             let partitions = find_partitions(&dir)?;
             let mut clean = true;
             for partition in &partitions {
-                clean &= dump::dump_partition(partition, from_offset, json)?;
+                clean &= dump::dump_partition(partition, &filter, json)?;
             }
             Ok(clean)
         }

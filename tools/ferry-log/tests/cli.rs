@@ -363,3 +363,35 @@ fn stats_summarize_a_partition() {
     assert_eq!(json["end_offset"], records as u64);
     assert_eq!(json["unreadable_batches"], 0);
 }
+
+#[test]
+fn dump_filters_by_time_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    closed_log(dir.path());
+    let path = dir.path().to_str().unwrap();
+    let offsets = |output: &Output| -> Vec<u64> {
+        stdout(output)
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("record offset="))
+            .map(|rest| rest.split(' ').next().unwrap().parse().unwrap())
+            .collect()
+    };
+
+    // Batch i has time 1700000000000 + i and 1 + i % 3 records.
+    let first_of_batch = |batch: usize| -> u64 { (0..batch).map(|i| 1 + i as u64 % 3).sum() };
+    let output = ferry_log(&["dump", path, "--from-time", "1700000000010"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let from_time = offsets(&output);
+    assert_eq!(from_time.first(), Some(&first_of_batch(10)));
+    assert_eq!(from_time.last(), Some(&(first_of_batch(BATCHES) - 1)));
+
+    let output = ferry_log(&["dump", path, "--key", "key-7"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let keyed = offsets(&output);
+    let start = first_of_batch(7);
+    assert_eq!(keyed, (start..start + 2).collect::<Vec<_>>());
+
+    let output = ferry_log(&["dump", path, "--from-time", "1800000000000"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(offsets(&output).is_empty());
+}
