@@ -12,7 +12,8 @@ use common::{assert_error, Api, BrokerProcess};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-/// The `ferry-log` binary the workspace build puts beside the tests.
+/// Returns the `ferry-log` binary the workspace build puts beside the
+/// tests.
 fn ferry_log() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let path = exe
@@ -28,7 +29,8 @@ fn ferry_log() -> PathBuf {
     path
 }
 
-/// The directory of partition 0 of the only topic under `data_dir`.
+/// Returns the directory of partition 0 of the only topic under
+/// `data_dir`.
 fn partition_dir(data_dir: &Path) -> PathBuf {
     let topics = std::fs::read_dir(data_dir.join("topics")).unwrap();
     let topic = topics.map(|entry| entry.unwrap().path()).next().unwrap();

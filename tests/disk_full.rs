@@ -2,8 +2,8 @@
 //! the disk is full gets 507 `disk_full`, every acknowledged message stays
 //! readable, and publishing works again by itself once space returns.
 //!
-//! Mounting needs root. Elsewhere the test says so and passes, except under
-//! `CI=true`, where it fails.
+//! Mounting needs root. Elsewhere the test prints that it did not run and
+//! passes, except under `CI=true`, where it fails.
 
 mod common;
 
@@ -106,7 +106,7 @@ async fn full_disk_answers_507_and_recovers() {
     drop(broker);
 }
 
-/// The message numbers of partition 0, in offset order.
+/// Reads the message numbers of partition 0, in offset order.
 async fn read_all(api: &Api) -> Vec<u64> {
     let mut numbers = Vec::new();
     let mut offset = 0;

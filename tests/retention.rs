@@ -133,7 +133,7 @@ async fn retention_by_age_keeps_idempotent_producers_going() {
     assert!(start > 1, "{start}");
 
     // The producer's batches are gone, and after a restart the broker no
-    // longer knows its sequences; it accepts the next one all the same.
+    // longer has its sequences. It accepts the next one all the same.
     broker.restart();
     let api = Api {
         url: broker.url.clone(),

@@ -3,9 +3,9 @@
 //!
 //! Only whole sealed segments below a given offset (the high watermark) are
 //! deleted, the oldest first, so the log never has a hole. The segment list
-//! is changed under the locks for a moment only; the files are unlinked
-//! after, and readers that still hold a deleted segment keep reading its
-//! memory map until they drop it.
+//! is changed under the locks for a moment only, and the files are unlinked
+//! after. Readers that still have a deleted segment keep reading its memory
+//! map until they drop it.
 
 use std::sync::{Arc, PoisonError};
 
@@ -29,7 +29,7 @@ pub struct Retention {
     pub max_bytes: Option<u64>,
 }
 
-/// What one retention pass deleted.
+/// The result of one retention pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionOutcome {
     /// Segments deleted.
@@ -42,7 +42,7 @@ pub struct RetentionOutcome {
 
 impl PartitionLog {
     /// Deletes the oldest sealed segments that `retention` no longer keeps
-    /// at `now_ms`, never one that holds an offset at or above `keep_from`.
+    /// at `now_ms`, never one that contains an offset at or above `keep_from`.
     /// The active segment is never deleted.
     ///
     /// # Errors
@@ -99,7 +99,7 @@ impl PartitionLog {
     }
 }
 
-/// The number of leading segments that retention deletes.
+/// Counts the leading segments that retention deletes.
 fn deletable(
     segments: &[Arc<Segment>],
     retention: Retention,

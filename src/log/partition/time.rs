@@ -4,7 +4,7 @@
 //! Timestamps need not grow with offsets (a producer's clock may step
 //! back), so a batch is judged by its `max_timestamp`: every record before
 //! the first batch whose `max_timestamp` reaches the time is older, and the
-//! answer is the first record of that batch that reaches it. Sealed
+//! result is the first record of that batch that reaches it. Sealed
 //! segments are skipped by their newest timestamp, computed once from their
 //! batch headers and kept, because they no longer change; the active
 //! segment and the one segment that contains the answer are scanned header
@@ -22,7 +22,7 @@ use crate::log::LogError;
 #[derive(Debug, Default)]
 pub(crate) struct NewestTimestamps(Mutex<HashMap<u64, i64>>);
 
-/// The answer to a lookup by time.
+/// The result of a lookup by time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeLookup {
     /// The first offset whose timestamp is at or after the time.
@@ -37,7 +37,7 @@ impl PartitionLog {
     ///
     /// # Errors
     ///
-    /// `Corrupt` when the batch that contains the answer does not decode.
+    /// `Corrupt` when the batch that contains the result does not decode.
     pub fn offset_for_timestamp(
         &self,
         timestamp_ms: i64,
@@ -61,7 +61,8 @@ impl PartitionLog {
 }
 
 impl NewestTimestamps {
-    /// The newest timestamp in sealed `segment`, computed on first use.
+    /// Returns the newest timestamp in sealed `segment`, computed on first
+    /// use.
     fn newest(&self, segment: &Segment) -> Result<i64, LogError> {
         let base_offset = segment.base_offset();
         if let Some(&newest) = self.lock().get(&base_offset) {
@@ -82,7 +83,8 @@ impl NewestTimestamps {
     }
 }
 
-/// The largest record timestamp in `segment`, from its batch headers.
+/// Returns the largest record timestamp in `segment`, from its batch
+/// headers.
 pub(crate) fn newest_timestamp(segment: &Segment) -> Result<i64, LogError> {
     let bytes = segment.bytes();
     let mut position = 0;

@@ -15,7 +15,7 @@ use ferry::log::reader::{list_segments, SegmentReader};
 use ferry::log::{decode_batch, BatchHeader, Record, RecordBatch};
 use serde_json::{json, Value};
 
-/// Which records a dump prints.
+/// The selection of records a dump prints.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     /// Start at the batch that contains this offset.

@@ -68,12 +68,12 @@ pub fn partition_stats(dir: &Path) -> Result<Stats> {
 }
 
 impl Stats {
-    /// Whether every batch header could be read.
+    /// Returns whether every batch header could be read.
     pub fn is_clean(&self) -> bool {
         self.unreadable == 0
     }
 
-    /// The summary as one JSON object.
+    /// Returns the summary as one JSON object.
     pub fn to_json(&self, dir: &Path) -> serde_json::Value {
         json!({
             "partition": dir.display().to_string(),
