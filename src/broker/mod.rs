@@ -325,21 +325,32 @@ impl Broker {
         let crate::log::FsyncPolicy::Interval(interval) = self.config.fsync else {
             return;
         };
+        self.every(interval, |broker| async move {
+            for log in broker.all_logs() {
+                if let Err(err) = log.flush().await {
+                    warn!(dir = %log.dir().display(), error = %err, "background flush failed");
+                }
+            }
+        });
+    }
+
+    /// Runs `work` every `interval` while the broker exists. A slow run
+    /// makes the next tick skip rather than pile up.
+    pub(crate) fn every<F, Fut>(self: &Arc<Self>, interval: Duration, work: F)
+    where
+        F: Fn(Arc<Broker>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let broker = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
-            // A slow flush makes the next tick skip rather than pile up.
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 ticker.tick().await;
                 let Some(broker) = broker.upgrade() else {
                     return;
                 };
-                for log in broker.all_logs() {
-                    if let Err(err) = log.flush().await {
-                        warn!(dir = %log.dir().display(), error = %err, "background flush failed");
-                    }
-                }
+                work(broker).await;
             }
         });
     }

@@ -20,20 +20,10 @@ use crate::log::Retention;
 impl Broker {
     /// Starts the retention task.
     pub(crate) fn start_retention(self: &Arc<Self>) {
-        let broker = Arc::downgrade(self);
-        let interval = self.config.retention_check_interval;
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                ticker.tick().await;
-                let Some(broker) = broker.upgrade() else {
-                    return;
-                };
-                let work = tokio::task::spawn_blocking(move || broker.apply_retention());
-                if let Err(err) = work.await {
-                    warn!(error = %err, "retention pass failed");
-                }
+        self.every(self.config.retention_check_interval, |broker| async move {
+            let work = tokio::task::spawn_blocking(move || broker.apply_retention());
+            if let Err(err) = work.await {
+                warn!(error = %err, "retention pass failed");
             }
         });
     }

@@ -390,15 +390,7 @@ impl Broker {
         limits: FetchLimits,
     ) -> Result<FetchResult> {
         let topic = self.open_topic(principal, name, Some(Permission::Consume))?;
-        let log = topic.partitions.get(partition as usize).ok_or_else(|| {
-            BrokerError::invalid(
-                "partition",
-                format!(
-                    "topic `{name}` has partitions 0 to {}",
-                    topic.partitions.len() - 1
-                ),
-            )
-        })?;
+        let log = partition_log(&topic, partition)?;
         let offset = offset.unwrap_or_else(|| log.log_start_offset());
         let deadline = Instant::now() + limits.wait;
         loop {
@@ -447,15 +439,7 @@ impl Broker {
         timestamp_ms: i64,
     ) -> Result<(u64, Option<i64>)> {
         let topic = self.open_topic(principal, name, Some(Permission::Consume))?;
-        let log = topic.partitions.get(partition as usize).ok_or_else(|| {
-            BrokerError::invalid(
-                "partition",
-                format!(
-                    "topic `{name}` has partitions 0 to {}",
-                    topic.partitions.len() - 1
-                ),
-            )
-        })?;
+        let log = partition_log(&topic, partition)?;
         let high_watermark = log.high_watermark();
         let found = log
             .partition_log()
@@ -559,6 +543,20 @@ fn remote_view(spec: &TopicSpec, catalog: &Catalog) -> TopicView {
             .map(|subscription| subscription.name.clone())
             .collect(),
     }
+}
+
+/// The log of `partition` of `topic`, or an error naming the partitions.
+fn partition_log(topic: &Topic, partition: u32) -> Result<&Arc<crate::broker::DurableLog>> {
+    topic.partitions.get(partition as usize).ok_or_else(|| {
+        BrokerError::invalid(
+            "partition",
+            format!(
+                "topic `{}` has partitions 0 to {}",
+                topic.spec.name,
+                topic.partitions.len() - 1
+            ),
+        )
+    })
 }
 
 /// Maximum number of reads one call of [`read_messages`] makes while every
