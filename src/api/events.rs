@@ -164,7 +164,7 @@ impl Subscription {
     /// those of `first`. The task ends when the client goes away.
     fn events(self, first: Bytes) -> ReceiverStream<Result<Event, Infallible>> {
         // One slot: a send returns once the connection took the event
-        // before, so the stream knows what the connection has.
+        // before, so the stream can tell what the connection has.
         let (sender, receiver) = mpsc::channel(1);
         tokio::spawn(async move {
             let mut body = first;

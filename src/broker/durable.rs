@@ -234,9 +234,9 @@ impl DurableLog {
         Ok(info)
     }
 
-    /// The first half of [`DurableLog::append_with`]: checks leadership (and
-    /// the in-sync replicas for `acks=all`) and appends to the local log,
-    /// without waiting for any flush or replica.
+    /// Checks leadership (and the in-sync replicas for `acks=all`) and
+    /// appends to the local log, without waiting for any flush or replica:
+    /// the first half of [`DurableLog::append_with`].
     pub fn append_local(
         &self,
         records: &[Record],
@@ -256,8 +256,8 @@ impl DurableLog {
         Ok(info)
     }
 
-    /// The second half of [`DurableLog::append_with`]: waits until every
-    /// offset below `target` is as durable as `acks` asks.
+    /// Waits until every offset below `target` is as durable as `acks`
+    /// requires: the second half of [`DurableLog::append_with`].
     pub async fn wait_durable(&self, target: u64, acks: Acks) -> Result<()> {
         match acks {
             Acks::None => Ok(()),

@@ -10,7 +10,7 @@ use crate::broker::durable::Acks;
 use crate::broker::idempotence::ProducerRequest;
 use crate::log::Record;
 
-/// Longest time to live, in ms: timestamps are `i64` milliseconds.
+/// Maximum time to live, in ms: timestamps are `i64` milliseconds.
 pub const MAX_TTL_MS: u64 = i64::MAX as u64;
 
 /// Record attribute bit: the value is JSON text.
@@ -48,11 +48,11 @@ pub struct PublishRequest {
     pub messages: Vec<NewMessage>,
     /// The idempotent producer and its first sequence, if any.
     pub producer: Option<ProducerRequest>,
-    /// How durable the messages must be before the answer.
+    /// How durable the messages must be before the response.
     pub acks: Acks,
 }
 
-/// Where a publish or send stored its messages.
+/// The offsets a publish or send stored its messages at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishResult {
     /// (partition, offset) per message, in request order.
@@ -93,8 +93,8 @@ impl NewMessage {
         }
     }
 
-    /// The record that stores this message for `producer`; a message
-    /// without its own time to live gets `default_ttl_ms`.
+    /// Builds the record that stores this message for `producer`. A
+    /// message without its own time to live gets `default_ttl_ms`.
     pub fn into_record(
         self,
         producer: &Bytes,
@@ -124,7 +124,8 @@ impl NewMessage {
 }
 
 impl Message {
-    /// Whether the message's time to live ended at or before `now_ms`.
+    /// Returns whether the message's time to live ended at or before
+    /// `now_ms`.
     pub fn is_expired(&self, now_ms: i64) -> bool {
         // A time to live beyond i64 milliseconds never ends.
         match i64::try_from(self.ttl_ms) {

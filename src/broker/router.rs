@@ -9,7 +9,7 @@
 //! and queue. Cursor and sequences are then committed together
 //! in the topic's offsets log, so after a crash or a change of leader the
 //! task resends from the committed cursor with the same sequences, and the
-//! queue drops what it already holds (see `idempotence::Retry::Tail`).
+//! queue drops what it already has (see `idempotence::Retry::Tail`).
 //!
 //! A binding routes the messages appended after its creation reached the
 //! topic's leader: at that moment the leader notes the partitions' end
@@ -122,7 +122,7 @@ impl Broker {
     }
 
     /// Stores the start of binding `id` of `topic`, if this broker leads
-    /// the topic, before the creation of the binding is answered.
+    /// the topic, before the response to the binding's creation.
     pub(crate) async fn store_binding_start(&self, topic: &str, id: u64) -> Result<()> {
         let led = read_lock(&self.topics).get(topic).cloned();
         match led {

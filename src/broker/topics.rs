@@ -545,7 +545,8 @@ fn remote_view(spec: &TopicSpec, catalog: &Catalog) -> TopicView {
     }
 }
 
-/// The log of `partition` of `topic`, or an error naming the partitions.
+/// Returns the log of `partition` of `topic`, or an error naming the
+/// partitions.
 fn partition_log(topic: &Topic, partition: u32) -> Result<&Arc<crate::broker::DurableLog>> {
     topic.partitions.get(partition as usize).ok_or_else(|| {
         BrokerError::invalid(
