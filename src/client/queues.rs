@@ -65,15 +65,7 @@ impl Client {
         body: Bytes,
         acks: Option<&str>,
     ) -> Result<Vec<PartitionOffset>, ClientError> {
-        let segments = ["v1", "queues", queue, "messages"];
-        let query: Vec<(&str, String)> = acks
-            .map(|acks| ("acks", acks.to_string()))
-            .into_iter()
-            .collect();
-        let offsets: Offsets = self
-            .call(Method::POST, &segments, &query, Some(body))
-            .await?;
-        Ok(offsets.offsets)
+        self.post_messages("queues", queue, body, acks).await
     }
 
     /// Sends `messages` as idempotent producer `producer_id`, numbered from
@@ -87,7 +79,37 @@ impl Client {
         messages: &[NewMessage],
     ) -> Result<Stored, ClientError> {
         let body = idempotent_body(producer_id, first_sequence, messages);
-        let segments = ["v1", "queues", queue, "messages"];
+        self.post_idempotent("queues", queue, body).await
+    }
+
+    /// Posts a `{"messages": [...]}` body to `/v1/{collection}/{name}/messages`
+    /// with the given `acks`; returns the offsets.
+    pub(crate) async fn post_messages(
+        &self,
+        collection: &str,
+        name: &str,
+        body: Bytes,
+        acks: Option<&str>,
+    ) -> Result<Vec<PartitionOffset>, ClientError> {
+        let segments = ["v1", collection, name, "messages"];
+        let query: Vec<(&str, String)> = acks
+            .map(|acks| ("acks", acks.to_string()))
+            .into_iter()
+            .collect();
+        let offsets: Offsets = self
+            .call(Method::POST, &segments, &query, Some(body))
+            .await?;
+        Ok(offsets.offsets)
+    }
+
+    /// Posts an idempotent request body to `/v1/{collection}/{name}/messages`.
+    pub(crate) async fn post_idempotent(
+        &self,
+        collection: &str,
+        name: &str,
+        body: Bytes,
+    ) -> Result<Stored, ClientError> {
+        let segments = ["v1", collection, name, "messages"];
         self.call(Method::POST, &segments, &[], Some(body)).await
     }
 

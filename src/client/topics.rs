@@ -59,7 +59,7 @@ impl Client {
 
     /// Publishes `messages` as idempotent producer `producer_id`, numbered
     /// from `first_sequence` (sequences count up per producer and topic).
-    /// Sent again, the request is stored once and answered with
+    /// Sent again, the request is stored once, and the response has
     /// `duplicate` set. The messages of one request go to one partition.
     pub async fn publish_idempotent(
         &self,
@@ -69,8 +69,7 @@ impl Client {
         messages: &[NewMessage],
     ) -> Result<Stored, ClientError> {
         let body = crate::client::queues::idempotent_body(producer_id, first_sequence, messages);
-        let segments = ["v1", "topics", topic, "messages"];
-        self.call(Method::POST, &segments, &[], Some(body)).await
+        self.post_idempotent("topics", topic, body).await
     }
 
     /// Publishes an already encoded `{"messages": [...]}` body, for callers
@@ -83,15 +82,7 @@ impl Client {
         body: Bytes,
         acks: Option<&str>,
     ) -> Result<Vec<PartitionOffset>, ClientError> {
-        let segments = ["v1", "topics", topic, "messages"];
-        let query: Vec<(&str, String)> = acks
-            .map(|acks| ("acks", acks.to_string()))
-            .into_iter()
-            .collect();
-        let offsets: Offsets = self
-            .call(Method::POST, &segments, &query, Some(body))
-            .await?;
-        Ok(offsets.offsets)
+        self.post_messages("topics", topic, body, acks).await
     }
 
     /// Reads one partition by offset: `GET
