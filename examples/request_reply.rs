@@ -76,7 +76,7 @@ async fn call_within(client: &Client, reply_queue: &str, n: u64, timeout: Durati
                 .ack(reply_queue, &[id])
                 .await
                 .unwrap_or_else(|err| common::fail(&err));
-            // Answers to earlier, timed-out calls are dropped.
+            // Replies to earlier, timed-out calls are dropped.
             if answer.headers.get("correlation_id") == Some(&correlation_id) {
                 return answer.value.as_ref().and_then(|v| v.as_u64());
             }
@@ -85,7 +85,7 @@ async fn call_within(client: &Client, reply_queue: &str, n: u64, timeout: Durati
     None
 }
 
-/// Answers `count` requests, then stops.
+/// Replies to `count` requests, then stops.
 async fn serve(client: Client, count: usize) {
     let params = ReceiveParams {
         max_messages: Some(1),

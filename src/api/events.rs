@@ -4,10 +4,11 @@
 //! The stream is made of the subscription's own routes. It pulls
 //! (`GET .../messages` with a long poll) and sends each message as an event
 //! `message` whose id is `<partition>-<offset>` and whose data is the
-//! message JSON. Then it commits the offsets it sent (`POST .../offsets`). Both go through this broker's routes with the client's
-//! token, so in a cluster they reach the subscription's leader like any
-//! request, and a revoked grant or a deleted subscription ends the stream
-//! with an `error` event carrying the error the request got.
+//! message JSON. Then it commits the offsets it sent (`POST .../offsets`).
+//! Both go through this broker's routes with the client's token, so in a
+//! cluster they reach the subscription's leader like any request. A revoked
+//! grant or a deleted subscription ends the stream with an `error` event
+//! carrying the error the request got.
 //!
 //! The token comes in the `Authorization` header or, for browsers, whose
 //! `EventSource` cannot set headers, in the `access_token` query parameter.

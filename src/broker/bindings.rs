@@ -60,8 +60,8 @@ impl Broker {
                 },
             )
             .await?;
-        // On the topic's leader the start is stored before the answer, so a
-        // crash cannot lose a message published after it.
+        // On the topic's leader the start is stored before the response, so
+        // a crash cannot lose a message published after it.
         self.store_binding_start(topic, spec.id).await?;
         info!(queue, topic, pattern, id = spec.id, "binding added");
         Ok(spec)

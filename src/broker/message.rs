@@ -48,7 +48,7 @@ pub struct PublishRequest {
     pub messages: Vec<NewMessage>,
     /// The idempotent producer and its first sequence, if any.
     pub producer: Option<ProducerRequest>,
-    /// How durable the messages must be before the response.
+    /// The durability the messages need before the response.
     pub acks: Acks,
 }
 

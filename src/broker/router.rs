@@ -7,9 +7,9 @@
 //! [`BindingTrie`], not a scan of every binding). It sends each bound queue
 //! its messages as one batch of the broker's producer for that partition
 //! and queue. Cursor and sequences are then committed together
-//! in the topic's offsets log, so after a crash or a change of leader the
-//! task resends from the committed cursor with the same sequences, and the
-//! queue drops what it already has (see `idempotence::Retry::Tail`).
+//! in the topic's offsets log. After a crash or a change of leader the task
+//! resends from the committed cursor with the same sequences, and the queue
+//! drops what it already has (see `idempotence::Retry::Tail`).
 //!
 //! A binding routes the messages appended after its creation reached the
 //! topic's leader: at that moment the leader notes the partitions' end

@@ -112,7 +112,7 @@ impl Topic {
         self.bindings_changed.notify_one();
     }
 
-    /// Where binding `id` starts in `partition`, if noted.
+    /// Returns where binding `id` starts in `partition`, if noted.
     pub fn binding_start(&self, id: u64, partition: u32) -> Option<u64> {
         self.lock_starts()
             .get(&id)

@@ -118,7 +118,7 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether menu entry `entry` needs a logged-in user.
+/// Returns whether menu entry `entry` needs a logged-in user.
 fn entry_needs_login(entry: &str) -> bool {
     !matches!(entry, "Register" | "Log in")
 }

@@ -378,8 +378,8 @@ impl PartitionLog {
         self.lock_writer().epochs.latest()
     }
 
-    /// The last few batches that idempotent producer `producer_id` appended,
-    /// oldest first; empty when the log holds none.
+    /// Returns the last few batches that idempotent producer `producer_id`
+    /// appended, oldest first, or none when the log has none.
     pub fn producer_batches(&self, producer_id: i64) -> Vec<ProducerBatch> {
         self.lock_writer().producers.batches(producer_id)
     }

@@ -47,7 +47,7 @@ impl PartitionLog {
     ///
     /// # Errors
     ///
-    /// `Io` when a file cannot be removed; the segments removed from the
+    /// `Io` when a file cannot be removed. The segments removed from the
     /// list before it stay removed, and a restart finds and deletes the
     /// leftover files again.
     pub fn apply_retention(

@@ -2,8 +2,8 @@
 //! a given time.
 //!
 //! Timestamps need not grow with offsets (a producer's clock may step
-//! back), so a batch is judged by its `max_timestamp`: every record before
-//! the first batch whose `max_timestamp` reaches the time is older, and the
+//! back), so a batch is judged by its `max_timestamp`. Every record before
+//! the first batch whose `max_timestamp` reaches the time is older. The
 //! result is the first record of that batch that reaches it. Sealed
 //! segments are skipped by their newest timestamp, computed once from their
 //! batch headers and kept, because they no longer change; the active
