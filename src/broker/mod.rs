@@ -497,11 +497,16 @@ pub(crate) fn replay_from(
         if batches.is_empty() {
             break;
         }
-        for record in batches.into_iter().flat_map(|batch| batch.records) {
-            if record.offset >= offset && record.offset < end {
-                offset = record.offset + 1;
-                apply(record)?;
+        for batch in batches {
+            let batch_end = batch.header.next_offset();
+            for record in batch.records {
+                if record.offset >= offset && record.offset < end {
+                    offset = record.offset + 1;
+                    apply(record)?;
+                }
             }
+            // A compacted batch may end after its last record, or hold none.
+            offset = offset.max(batch_end.min(end));
         }
     }
     Ok(offset)

@@ -303,14 +303,20 @@ impl Broker {
         let mut routed: HashMap<u64, Vec<Record>> = HashMap::new();
         let mut next = cursor;
         if cursor < log.high_watermark() {
-            let records = log
-                .read(cursor, ROUTE_READ_BYTES)?
+            let batches = log.read(cursor, ROUTE_READ_BYTES)?;
+            // A compacted batch may end after its last record, or hold none.
+            let batches_end = batches.last().map(|batch| batch.header.next_offset());
+            let records: Vec<Record> = batches
                 .into_iter()
                 .flat_map(|batch| batch.records)
                 .filter(|record| record.offset >= cursor)
-                .take(ROUTE_MAX_RECORDS);
-            for record in records {
-                next = record.offset + 1;
+                .take(ROUTE_MAX_RECORDS + 1)
+                .collect();
+            if records.len() <= ROUTE_MAX_RECORDS {
+                next = batches_end.unwrap_or(cursor);
+            }
+            for record in records.into_iter().take(ROUTE_MAX_RECORDS) {
+                next = next.max(record.offset + 1);
                 let routing_key = record
                     .routing_key
                     .as_deref()

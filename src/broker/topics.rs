@@ -585,12 +585,16 @@ pub(crate) fn read_messages(
         }
         let batches = log.read(next, limits.max_bytes)?;
         let before = next;
+        // A compacted batch may end after its last record, or hold none.
+        let batches_end = batches.last().map(|batch| batch.header.next_offset());
         let records = batches
             .into_iter()
             .flat_map(|batch| batch.records)
             .filter(|record| record.offset >= before);
+        let mut full = false;
         for record in records {
             if messages.len() >= limits.max_messages {
+                full = true;
                 break;
             }
             next = record.offset + 1;
@@ -598,6 +602,9 @@ pub(crate) fn read_messages(
             if !message.is_expired(now) && wanted(&message) {
                 messages.push(message);
             }
+        }
+        if !full {
+            next = next.max(batches_end.unwrap_or(next));
         }
         if next == before {
             break;

@@ -51,6 +51,10 @@ const PRODUCER_EPOCH_AT: usize = 51;
 const BASE_SEQUENCE_AT: usize = 53;
 const RECORD_COUNT_AT: usize = 57;
 
+/// Attribute bit of a batch that compaction rewrote: records may be missing
+/// between its offset deltas, and it may hold no record at all.
+pub const ATTRIBUTE_COMPACTED: u16 = 1;
+
 /// Timestamp stored when a batch has no records.
 const NO_TIMESTAMP: i64 = -1;
 
@@ -67,7 +71,7 @@ pub struct BatchHeader {
     pub magic: u8,
     /// CRC-32 (IEEE) of the bytes from `attributes` to the end of the batch.
     pub crc: u32,
-    /// Batch flags. No bit is defined yet, and writers store 0.
+    /// Batch flags: [`ATTRIBUTE_COMPACTED`], or 0.
     pub attributes: u16,
     /// Offset of the last record minus `base_offset`.
     pub last_offset_delta: u32,
@@ -175,6 +179,40 @@ impl BatchHeader {
         self.last_offset() + 1
     }
 
+    /// Returns whether compaction rewrote the batch.
+    pub fn is_compacted(&self) -> bool {
+        self.attributes & ATTRIBUTE_COMPACTED != 0
+    }
+
+    /// Returns the number of records the batch held when it was appended:
+    /// compaction removes records but keeps `last_offset_delta`.
+    pub fn appended_record_count(&self) -> u32 {
+        if self.is_compacted() {
+            self.last_offset_delta.saturating_add(1)
+        } else {
+            self.record_count
+        }
+    }
+
+    /// Checks the batch against the one before it in a segment, which ended
+    /// at `expected_offset`: the base offset follows it (a compacted batch may
+    /// start above it, after batches that compaction removed), and only a
+    /// compacted batch may be empty.
+    pub fn check_follows(&self, expected_offset: u64) -> Result<(), String> {
+        let follows = self.base_offset == expected_offset
+            || (self.is_compacted() && self.base_offset > expected_offset);
+        if !follows {
+            return Err(format!(
+                "base offset {} does not follow the previous batch, expected {expected_offset}",
+                self.base_offset
+            ));
+        }
+        if self.record_count == 0 && !self.is_compacted() {
+            return Err("batch contains no records".into());
+        }
+        Ok(())
+    }
+
     /// Returns the size of the whole batch in bytes, header included.
     pub fn total_len(&self) -> usize {
         LENGTH_PREFIX_LEN + self.batch_length as usize
@@ -204,27 +242,79 @@ pub fn encode_batch(
         .max()
         .unwrap_or(NO_TIMESTAMP);
     let record_count = u32::try_from(records.len()).expect("more than u32::MAX records in a batch");
-    let last_offset_delta = record_count.saturating_sub(1);
+    let header = BatchHeader {
+        base_offset,
+        batch_length: 0,
+        leader_epoch,
+        magic: MAGIC,
+        crc: 0,
+        attributes: 0,
+        last_offset_delta: record_count.saturating_sub(1),
+        first_timestamp,
+        max_timestamp,
+        producer_id: producer.producer_id,
+        producer_epoch: producer.producer_epoch,
+        base_sequence: producer.base_sequence,
+        record_count,
+    };
+    let deltas = (0..record_count).zip(records);
+    write_batch(&header, deltas, encoded_batch_len(records))
+}
 
-    let mut out = Vec::with_capacity(encoded_batch_len(records));
+/// Encodes what compaction keeps of a batch: the records of `original` that
+/// survived, with their offsets, timestamps and the header fields of the
+/// original. The result carries [`ATTRIBUTE_COMPACTED`] and may have no
+/// records at all.
+///
+/// # Panics
+///
+/// Panics if a record's offset lies outside the original batch.
+pub(crate) fn encode_compacted(original: &BatchHeader, records: &[Record]) -> Vec<u8> {
+    let deltas: Vec<(u32, &Record)> = records
+        .iter()
+        .map(|record| {
+            let delta = record
+                .offset
+                .checked_sub(original.base_offset)
+                .and_then(|delta| u32::try_from(delta).ok())
+                .filter(|&delta| delta <= original.last_offset_delta)
+                .expect("compacted record lies outside its batch");
+            (delta, record)
+        })
+        .collect();
+    let header = BatchHeader {
+        attributes: original.attributes | ATTRIBUTE_COMPACTED,
+        record_count: u32::try_from(records.len()).expect("more than u32::MAX records in a batch"),
+        ..*original
+    };
+    write_batch(&header, deltas.into_iter(), original.total_len())
+}
 
-    out.extend_from_slice(&base_offset.to_be_bytes());
+/// Writes `header` (computing length and CRC) and the records with their
+/// offset deltas.
+fn write_batch<'a>(
+    header: &BatchHeader,
+    records: impl Iterator<Item = (u32, &'a Record)>,
+    capacity: usize,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(&header.base_offset.to_be_bytes());
     out.extend_from_slice(&[0; 4]); // batch_length, set below
-    out.extend_from_slice(&leader_epoch.to_be_bytes());
+    out.extend_from_slice(&header.leader_epoch.to_be_bytes());
     out.push(MAGIC);
     out.extend_from_slice(&[0; 4]); // crc, set below
-    out.extend_from_slice(&0u16.to_be_bytes());
-    out.extend_from_slice(&last_offset_delta.to_be_bytes());
-    out.extend_from_slice(&first_timestamp.to_be_bytes());
-    out.extend_from_slice(&max_timestamp.to_be_bytes());
-    out.extend_from_slice(&producer.producer_id.to_be_bytes());
-    out.extend_from_slice(&producer.producer_epoch.to_be_bytes());
-    out.extend_from_slice(&producer.base_sequence.to_be_bytes());
-    out.extend_from_slice(&record_count.to_be_bytes());
+    out.extend_from_slice(&header.attributes.to_be_bytes());
+    out.extend_from_slice(&header.last_offset_delta.to_be_bytes());
+    out.extend_from_slice(&header.first_timestamp.to_be_bytes());
+    out.extend_from_slice(&header.max_timestamp.to_be_bytes());
+    out.extend_from_slice(&header.producer_id.to_be_bytes());
+    out.extend_from_slice(&header.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&header.base_sequence.to_be_bytes());
+    out.extend_from_slice(&header.record_count.to_be_bytes());
     debug_assert_eq!(out.len(), HEADER_LEN);
 
-    for (i, record) in records.iter().enumerate() {
-        record.encode(first_timestamp, i as u32, &mut out);
+    for (offset_delta, record) in records {
+        record.encode(header.first_timestamp, offset_delta, &mut out);
     }
 
     let batch_length = u32::try_from(out.len() - LENGTH_PREFIX_LEN)

@@ -39,11 +39,11 @@ pub mod varint;
 
 pub use batch::{
     decode_batch, decode_header, encode_batch, encoded_batch_len, validate_batch, BatchError,
-    BatchHeader, ProducerInfo, RecordBatch,
+    BatchHeader, ProducerInfo, RecordBatch, ATTRIBUTE_COMPACTED,
 };
 pub use partition::{
-    AppendInfo, PartitionLog, ProducerBatch, Retention, RetentionOutcome, SegmentInfo, TimeLookup,
-    LOCK_FILE_NAME,
+    AppendInfo, Compaction, CompactionOutcome, PartitionLog, ProducerBatch, Retention,
+    RetentionOutcome, SegmentInfo, TimeLookup, LOCK_FILE_NAME,
 };
 pub use record::Record;
 

@@ -35,6 +35,8 @@ use super::reader::list_segments;
 use super::record::Record;
 use super::segment::{log_recovery, Segment};
 use super::{LogConfig, LogError, MAX_BATCH_BYTES};
+use compaction::{remove_cleaned_files, remove_covered_segment};
+pub use compaction::{Compaction, CompactionOutcome};
 use epochs::EpochHistory;
 pub use producers::ProducerBatch;
 use producers::ProducerTable;
@@ -89,6 +91,8 @@ pub struct PartitionLog {
     log_end_offset: AtomicU64,
     flushed_offset: AtomicU64,
     flush_count: AtomicU64,
+    /// Held by a compaction pass, so that passes on one log do not overlap.
+    compacting: Mutex<()>,
     /// Newest timestamp of each sealed segment, for lookups by time.
     newest: NewestTimestamps,
     /// Open lock file. The `flock` is released when it is closed.
@@ -147,7 +151,11 @@ impl PartitionLog {
                 info!(dir = %dir.display(), "created partition log");
             }
             Some((last, sealed)) => {
+                remove_cleaned_files(dir)?;
                 for files in sealed {
+                    if remove_covered_segment(segments.last().map(Arc::as_ref), files)? {
+                        continue;
+                    }
                     let segment = Segment::open_sealed(files.clone(), interval)?;
                     segments.push(Arc::new(segment));
                 }
@@ -189,6 +197,7 @@ impl PartitionLog {
             log_end_offset: AtomicU64::new(log_end_offset),
             flushed_offset: AtomicU64::new(log_end_offset),
             flush_count: AtomicU64::new(0),
+            compacting: Mutex::new(()),
             newest: NewestTimestamps::default(),
             _dir_lock: dir_lock,
         })
@@ -608,6 +617,7 @@ fn warn_on_offset_gaps(dir: &Path, segments: &[Arc<Segment>]) {
     }
 }
 
+mod compaction;
 mod epochs;
 mod producers;
 mod read;

@@ -72,17 +72,9 @@ fn check_batch(
     };
 
     let header = validate_batch(&bytes[position..position + len]).map_err(|e| e.to_string())?;
-    if header.base_offset != scan.next_offset {
-        return Err(format!(
-            "base offset {} does not follow the previous batch, expected {}",
-            header.base_offset, scan.next_offset
-        ));
-    }
+    header.check_follows(scan.next_offset)?;
     if u32::try_from(header.base_offset - base_offset).is_err() {
         return Err("base offset is more than 2^32 above the segment base offset".into());
-    }
-    if header.record_count == 0 {
-        return Err("batch contains no records".into());
     }
     let min_epoch = scan.last_leader_epoch.unwrap_or(min_leader_epoch);
     if header.leader_epoch < min_epoch {

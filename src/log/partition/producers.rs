@@ -52,12 +52,13 @@ impl ProducerTable {
 
     /// Notes an appended batch; batches without a producer id are ignored.
     pub(crate) fn record(&mut self, header: &BatchHeader) {
-        if header.producer_id < 0 || header.base_sequence < 0 || header.record_count == 0 {
+        let count = header.appended_record_count();
+        if header.producer_id < 0 || header.base_sequence < 0 || count == 0 {
             return;
         }
         let last_sequence = header
             .base_sequence
-            .saturating_add((header.record_count - 1).min(i32::MAX as u32) as i32);
+            .saturating_add((count - 1).min(i32::MAX as u32) as i32);
         let batches = self.producers.entry(header.producer_id).or_default();
         if batches.len() == RECENT_BATCHES {
             batches.pop_front();

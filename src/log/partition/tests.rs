@@ -901,3 +901,5 @@ fn offset_for_timestamp_with_out_of_order_times() {
         Some(3)
     );
 }
+
+mod compaction;

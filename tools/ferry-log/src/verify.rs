@@ -161,7 +161,7 @@ fn verify_batches(
         // After a base offset that does not follow, the batch is assumed to
         // hold the offsets it should: a damaged base offset (outside the CRC)
         // is then one problem and not one per later batch.
-        next_offset += u64::from(header.last_offset_delta) + 1;
+        next_offset = header.next_offset();
         *leader_epoch = (*leader_epoch).max(header.leader_epoch);
     }
 
@@ -184,11 +184,7 @@ fn check_header(
     position: u64,
     totals: &mut Totals,
 ) {
-    if header.base_offset != expected_offset {
-        let message = format!(
-            "batch base offset {} does not follow the previous batch, expected {expected_offset}",
-            header.base_offset
-        );
+    if let Err(message) = header.check_follows(expected_offset) {
         report(totals, path, position, &message);
     }
     if header.leader_epoch < leader_epoch {
@@ -197,9 +193,6 @@ fn check_header(
             header.leader_epoch
         );
         report(totals, path, position, &message);
-    }
-    if header.record_count == 0 {
-        report(totals, path, position, "batch contains no records");
     }
 }
 
