@@ -61,6 +61,16 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRY_RETENTION_CHECK_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_check_interval_ms: Option<u64>,
 
+    /// Milliseconds between compaction passes over compacted topics,
+    /// offsets logs and queue state logs [default: 30000].
+    #[arg(long, env = "FERRY_COMPACTION_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub compaction_interval_ms: Option<u64>,
+
+    /// Milliseconds a tombstone stays in a compacted log before compaction
+    /// may remove it [default: 86400000, one day].
+    #[arg(long, env = "FERRY_TOMBSTONE_RETENTION_MS")]
+    pub tombstone_retention_ms: Option<u64>,
+
     /// Maximum size in bytes of one message value [default: 1048576].
     #[arg(long, env = "FERRY_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
@@ -136,6 +146,8 @@ struct FileConfig {
     insecure: Option<bool>,
     segment_bytes: Option<u64>,
     retention_check_interval_ms: Option<u64>,
+    compaction_interval_ms: Option<u64>,
+    tombstone_retention_ms: Option<u64>,
     max_message_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
     token_ttl_secs: Option<u64>,
@@ -180,6 +192,10 @@ pub struct Config {
     pub segment_bytes: u64,
     /// Time between retention passes.
     pub retention_check_interval: Duration,
+    /// Time between compaction passes.
+    pub compaction_interval: Duration,
+    /// How long a tombstone stays in a compacted log, in ms.
+    pub tombstone_retention_ms: u64,
     /// Maximum size of one message value, in bytes.
     pub max_message_bytes: usize,
     /// Maximum size of one request body, in bytes.
@@ -382,6 +398,15 @@ impl ServeArgs {
                     .or(file.retention_check_interval_ms)
                     .unwrap_or(10_000),
             ),
+            compaction_interval: Duration::from_millis(
+                self.compaction_interval_ms
+                    .or(file.compaction_interval_ms)
+                    .unwrap_or(30_000),
+            ),
+            tombstone_retention_ms: self
+                .tombstone_retention_ms
+                .or(file.tombstone_retention_ms)
+                .unwrap_or(86_400_000),
             max_message_bytes: self
                 .max_message_bytes
                 .or(file.max_message_bytes)

@@ -65,8 +65,7 @@ mod tests {
     #[test]
     fn repair_crc_makes_changed_batch_decode() {
         let mut batch = ferry::log::encode_batch(0, 0, ProducerInfo::default(), &seeds::records());
-        let last = batch.len() - 1;
-        batch[last] ^= 0x01;
+        seeds::change_value_byte(&mut batch);
         assert!(decode_batch(&batch).is_err());
 
         repair_crc(&mut batch);
@@ -82,9 +81,9 @@ mod tests {
     #[test]
     fn repair_segment_fixes_every_batch() {
         let mut segment = seeds::segment(&[0, 1]);
-        let last = segment.len() - 1;
-        segment[last] ^= 0x01;
-        segment[CRC_START] ^= 0x01;
+        seeds::change_value_byte(&mut segment);
+        let second_batch = seeds::segment(&[0]).len();
+        seeds::change_value_byte(&mut segment[second_batch..]);
 
         let repaired = repair_segment_crcs(&segment).expect("two CRCs to repair");
         assert_eq!(repaired.len(), segment.len());

@@ -120,8 +120,8 @@ pub fn segment_seeds() -> Vec<(&'static str, Vec<u8>)> {
     torn_tail.extend_from_slice(&next_batch[..next_batch.len() / 2]);
 
     let mut bad_crc_in_middle = clean.clone();
-    let second_batch_end = segment(&[0, 0]).len();
-    bad_crc_in_middle[second_batch_end - 1] ^= 0x20;
+    let second_batch = segment(&[0]).len();
+    change_value_byte(&mut bad_crc_in_middle[second_batch..]);
 
     let mut stray_bytes_after_tail = zero_tail.clone();
     stray_bytes_after_tail.extend_from_slice(b"stray");
@@ -180,4 +180,15 @@ fn set_last_offset_delta(batch: &mut [u8], last_offset_delta: u32) {
     batch[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
         .copy_from_slice(&last_offset_delta.to_be_bytes());
     repair_crc(batch);
+}
+
+/// Changes one byte of the 300-byte value in the first batch of `bytes`, so
+/// that the CRC no longer matches but the records still decode.
+pub fn change_value_byte(bytes: &mut [u8]) {
+    let value = [b'x'; 300];
+    let at = bytes
+        .windows(value.len())
+        .position(|window| window == value)
+        .expect("bytes contain the 300-byte seed value");
+    bytes[at] = b'y';
 }

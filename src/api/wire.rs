@@ -55,6 +55,10 @@ pub struct MessageIn<'a> {
     /// Sequence number of an idempotent producer's message.
     #[serde(default)]
     pub sequence: Option<u64>,
+    /// A message without a value, which deletes its key from a compacted
+    /// topic.
+    #[serde(default)]
+    pub tombstone: bool,
 }
 
 /// Deserializes a present field as `Some` even when it is JSON `null`, so
@@ -128,6 +132,13 @@ impl MessageIn<'_> {
     fn into_message(self, index: usize) -> Result<NewMessage, ApiError> {
         let field = |name: &str| format!("messages[{index}].{name}");
         let payload = match (self.value, self.value_b64) {
+            (None, None) if self.tombstone => Payload::Tombstone,
+            _ if self.tombstone => {
+                return Err(ApiError::invalid(
+                    &format!("messages[{index}]"),
+                    "a tombstone has no value: give tombstone or a value, not both",
+                ))
+            }
             (Some(raw), None) => {
                 let text = raw.get();
                 if nesting_depth(text) > MAX_VALUE_DEPTH {
@@ -150,12 +161,10 @@ impl MessageIn<'_> {
                     "give either value or value_b64, not both",
                 ))
             }
-            (None, None) => {
-                return Err(ApiError::invalid(
-                    &format!("messages[{index}]"),
-                    "missing value: give value (any JSON) or value_b64 (base64 bytes)",
-                ))
-            }
+            (None, None) => return Err(ApiError::invalid(
+                &format!("messages[{index}]"),
+                "missing value: give value (any JSON), value_b64 (base64 bytes) or tombstone: true",
+            )),
         };
         if let Some(routing_key) = &self.routing_key {
             if routing_key.len() > 255 {
@@ -309,6 +318,7 @@ fn write_message(out: &mut String, message: &Message, delivery: Option<&Delivery
             out.push_str(&BASE64.encode(bytes));
             out.push('"');
         }
+        Payload::Tombstone => out.push_str(",\"tombstone\":true"),
     }
     out.push('}');
 }

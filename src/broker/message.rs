@@ -23,6 +23,28 @@ pub enum Payload {
     Json(Bytes),
     /// Opaque bytes (travels as base64 in the REST API).
     Binary(Bytes),
+    /// No value: in a compacted topic, deletes the key.
+    Tombstone,
+}
+
+impl Payload {
+    /// The record attributes and value that store this payload.
+    pub(crate) fn into_stored(self) -> (u8, Option<Bytes>) {
+        match self {
+            Payload::Json(bytes) => (ATTRIBUTE_JSON_VALUE, Some(bytes)),
+            Payload::Binary(bytes) => (0, Some(bytes)),
+            Payload::Tombstone => (0, None),
+        }
+    }
+
+    /// The payload of a record's attributes and value.
+    fn from_stored(attributes: u8, value: Option<Bytes>) -> Payload {
+        match value {
+            None => Payload::Tombstone,
+            Some(value) if attributes & ATTRIBUTE_JSON_VALUE != 0 => Payload::Json(value),
+            Some(value) => Payload::Binary(value),
+        }
+    }
 }
 
 /// A message to publish or send, as the client gave it.
@@ -90,6 +112,7 @@ impl NewMessage {
     pub fn value_len(&self) -> usize {
         match &self.payload {
             Payload::Json(bytes) | Payload::Binary(bytes) => bytes.len(),
+            Payload::Tombstone => 0,
         }
     }
 
@@ -101,10 +124,7 @@ impl NewMessage {
         timestamp_ms: i64,
         default_ttl_ms: Option<u64>,
     ) -> Record {
-        let (attributes, value) = match self.payload {
-            Payload::Json(bytes) => (ATTRIBUTE_JSON_VALUE, bytes),
-            Payload::Binary(bytes) => (0, bytes),
-        };
+        let (attributes, value) = self.payload.into_stored();
         Record {
             offset: 0,
             timestamp_ms,
@@ -113,7 +133,7 @@ impl NewMessage {
             key: self.key.map(Bytes::from),
             routing_key: self.routing_key.map(Bytes::from),
             producer: Some(producer.clone()),
-            value: Some(value),
+            value,
             headers: self
                 .headers
                 .into_iter()
@@ -139,12 +159,7 @@ impl Message {
     /// Text fields that are not valid UTF-8 (never written by this broker)
     /// are decoded lossily rather than dropped.
     pub fn from_record(partition: u32, record: Record) -> Message {
-        let value = record.value.unwrap_or_default();
-        let payload = if record.attributes & ATTRIBUTE_JSON_VALUE != 0 {
-            Payload::Json(value)
-        } else {
-            Payload::Binary(value)
-        };
+        let payload = Payload::from_stored(record.attributes, record.value);
         Message {
             partition,
             offset: record.offset,

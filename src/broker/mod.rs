@@ -16,6 +16,7 @@
 //! and created again under the same name never sees the old messages.
 
 pub mod bindings;
+mod compaction;
 pub mod durable;
 pub mod error;
 pub mod idempotence;
@@ -24,6 +25,7 @@ pub mod logs;
 pub mod message;
 pub mod offsets;
 pub mod queue;
+pub mod queue_log;
 pub mod queue_state;
 pub mod queues;
 pub mod retention;
@@ -166,6 +168,7 @@ impl Broker {
         let broker = Arc::new(broker);
         broker.start_interval_flusher();
         broker.start_retention();
+        broker.start_compaction();
         broker.start_routers();
         Ok(broker)
     }

@@ -7,8 +7,7 @@
 //! wins, so the log can be compacted without changing its meaning. The
 //! router stores its progress under entries starting with `~` in place of
 //! the subscription name, which no subscription name can (see `router.rs`).
-//! NOTE: compaction is not built yet, so the log grows by one small record
-//! per commit until then.
+//! The compaction task keeps the log to about one record per key.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

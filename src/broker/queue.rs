@@ -8,6 +8,7 @@
 //! a settlement the client never received a response for.
 
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -19,9 +20,9 @@ use crate::broker::message::Message;
 use crate::broker::queue_state::{
     DeadLetter, DeadLetterReason, PendingCopy, QueueEvent, QueueState,
 };
-use crate::broker::{now_ms, replay};
+use crate::broker::{now_ms, queue_log};
 use crate::config::Config;
-use crate::log::{LogConfig, ProducerInfo, Record};
+use crate::log::{LogConfig, ProducerInfo};
 use crate::meta::QueueSpec;
 
 /// Segment size of a queue's state log.
@@ -54,6 +55,8 @@ pub struct Queue {
     /// Held while dead letters are copied to the dead-letter queue.
     pub copying: tokio::sync::Mutex<()>,
     state: Mutex<QueueState>,
+    /// The offset the latest snapshot in the state log covers.
+    pub snapshot_covers: AtomicU64,
 }
 
 /// A message delivered from a queue under a lease.
@@ -97,18 +100,7 @@ impl Queue {
             },
             Arc::new(Notify::new()),
         )?;
-        let mut state = QueueState::default();
-        replay(&state_log, |record| {
-            let value = record.value.unwrap_or_default();
-            let event: QueueEvent = serde_json::from_slice(&value).map_err(|err| {
-                BrokerError::Internal(format!(
-                    "undecodable queue state event at offset {} of queue `{}`: {err}",
-                    record.offset, spec.name
-                ))
-            })?;
-            state.apply(&event);
-            Ok(())
-        })?;
+        let (state, snapshot_covers) = queue_log::replay_state(&state_log, &spec.name)?;
         Ok(Queue {
             spec,
             messages,
@@ -118,6 +110,7 @@ impl Queue {
             dead_letter_order: tokio::sync::Mutex::new(()),
             copying: tokio::sync::Mutex::new(()),
             state: Mutex::new(state),
+            snapshot_covers: AtomicU64::new(snapshot_covers),
         })
     }
 
@@ -411,20 +404,7 @@ impl Queue {
 
     /// Appends `events` to the state log as one batch.
     async fn store(&self, events: Vec<QueueEvent>) -> Result<()> {
-        let timestamp_ms = now_ms();
-        let records = events
-            .iter()
-            .map(|event| {
-                let value = serde_json::to_vec(event).map_err(|err| {
-                    BrokerError::Internal(format!("failed to encode queue event: {err}"))
-                })?;
-                Ok(Record {
-                    timestamp_ms,
-                    value: Some(value.into()),
-                    ..Record::default()
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let records = queue_log::event_records(&events)?;
         if records.is_empty() {
             return Ok(());
         }

@@ -218,7 +218,7 @@ impl Broker {
         request: PublishRequest,
     ) -> Result<PublishResult> {
         let queue = self.open_queue(principal, name, Some(Permission::Publish))?;
-        self.check_messages(&request.messages)?;
+        self.check_messages(&request.messages, false)?;
         let producer = Bytes::from(principal.username.clone());
         let timestamp = now_ms();
         let count = request.messages.len() as u64;

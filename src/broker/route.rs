@@ -13,7 +13,7 @@ use tracing::warn;
 use crate::broker::durable::Acks;
 use crate::broker::error::{BrokerError, Result};
 use crate::broker::idempotence;
-use crate::broker::message::{Message, Payload, ATTRIBUTE_JSON_VALUE};
+use crate::broker::message::Message;
 use crate::broker::queue::Queue;
 use crate::broker::queue_state::{DeadLetter, PendingCopy};
 use crate::broker::{now_ms, read_lock, Broker};
@@ -169,10 +169,7 @@ fn dead_letter_record(
     source_queue: &str,
     timestamp_ms: i64,
 ) -> Record {
-    let (attributes, value) = match message.payload {
-        Payload::Json(bytes) => (ATTRIBUTE_JSON_VALUE, bytes),
-        Payload::Binary(bytes) => (0, bytes),
-    };
+    let (attributes, value) = message.payload.into_stored();
     let added = [
         (REASON_HEADER, entry.reason.as_str().to_string()),
         (SOURCE_QUEUE_HEADER, source_queue.to_string()),
@@ -199,7 +196,7 @@ fn dead_letter_record(
         key: message.key.map(Bytes::from),
         routing_key: message.routing_key.map(Bytes::from),
         producer: Some(Bytes::from(message.producer)),
-        value: Some(value),
+        value,
         headers,
     }
 }

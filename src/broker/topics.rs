@@ -138,7 +138,6 @@ impl Broker {
             }
         }
         check_ttl("message_ttl_ms", request.message_ttl_ms)?;
-        reject_unsupported("cleanup", request.cleanup == Some(Cleanup::Compact))?;
 
         let topic = self
             .commit_meta(
@@ -306,7 +305,7 @@ impl Broker {
         request: PublishRequest,
     ) -> Result<PublishResult> {
         let topic = self.open_topic(principal, name, Some(Permission::Publish))?;
-        self.check_messages(&request.messages)?;
+        self.check_messages(&request.messages, topic.spec.cleanup == Cleanup::Compact)?;
         let producer = Bytes::from(principal.username.clone());
         let timestamp = now_ms();
         let default_ttl = topic.spec.message_ttl_ms;
@@ -451,7 +450,10 @@ impl Broker {
     }
 
     /// Checks message sizes against the configured maximum.
-    pub(crate) fn check_messages(&self, messages: &[NewMessage]) -> Result<()> {
+    ///
+    /// A message for a compacted log (`compacted`) needs a key, and only
+    /// such a message may be a tombstone.
+    pub(crate) fn check_messages(&self, messages: &[NewMessage], compacted: bool) -> Result<()> {
         if messages.is_empty() {
             return Err(BrokerError::invalid(
                 "messages",
@@ -460,6 +462,18 @@ impl Broker {
         }
         let max = self.config.max_message_bytes;
         for (index, message) in messages.iter().enumerate() {
+            if compacted && message.key.is_none() {
+                return Err(BrokerError::invalid(
+                    format!("messages[{index}].key"),
+                    "is required: the topic is compacted, which keeps the latest message per key",
+                ));
+            }
+            if !compacted && message.payload == crate::broker::Payload::Tombstone {
+                return Err(BrokerError::invalid(
+                    format!("messages[{index}].tombstone"),
+                    "only a topic with cleanup compact takes tombstones",
+                ));
+            }
             if message.value_len() > max {
                 return Err(BrokerError::TooLarge {
                     what: format!("messages[{index}].value"),
@@ -650,14 +664,4 @@ pub(crate) fn check_ttl(field: &str, ttl_ms: Option<u64>) -> Result<()> {
         )),
         _ => Ok(()),
     }
-}
-
-fn reject_unsupported(field: &str, given: bool) -> Result<()> {
-    if given {
-        return Err(BrokerError::invalid(
-            field,
-            "is not supported by this broker version yet; leave it out",
-        ));
-    }
-    Ok(())
 }

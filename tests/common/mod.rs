@@ -173,6 +173,14 @@ impl Api {
         api.login(username, &password).await
     }
 
+    /// The same caller, talking to `url` (a restarted broker's).
+    pub fn with_url(&self, url: &str) -> Api {
+        Api {
+            url: url.to_string(),
+            ..self.clone()
+        }
+    }
+
     /// Logs in as an existing user.
     pub async fn login(&self, username: &str, password: &str) -> Api {
         let (status, body) = self
