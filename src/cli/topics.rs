@@ -62,8 +62,8 @@ pub struct CreateTopicArgs {
     #[arg(long)]
     retention_bytes: Option<u64>,
 
-    /// Cleanup policy of old segments (`compact` is not supported yet: the
-    /// broker rejects it)
+    /// Cleanup policy: `delete` (old segments go by retention) or `compact`
+    /// (the latest message per key stays; every message needs a key)
     #[arg(long, value_enum)]
     cleanup: Option<CleanupArg>,
 
