@@ -248,7 +248,8 @@ impl PartitionLog {
     }
 
     /// Appends a batch encoded elsewhere, such as one fetched from the
-    /// leader. Its base offset must equal the log end offset.
+    /// leader. Its base offset must equal the log end offset; a compacted
+    /// batch may start above it, after batches that compaction removed.
     ///
     /// # Errors
     ///
@@ -263,7 +264,7 @@ impl PartitionLog {
     /// Appends a batch fetched from the leader, which validated its records
     /// when it wrote them. Checks the length, magic byte and CRC but not the
     /// records, which saves decoding every record on every replica. Its base
-    /// offset must equal the log end offset.
+    /// offset follows the log end offset as on [`append_batch`](Self::append_batch).
     ///
     /// # Errors
     ///
@@ -290,13 +291,17 @@ impl PartitionLog {
             offset: decode_header(encoded).map_or(self.log_end_offset(), |h| h.base_offset),
             reason,
         })?;
-        if header.record_count == 0 {
+        // A compacted batch, copied from a leader that compacted its log,
+        // may hold no record and may follow a gap.
+        if header.record_count == 0 && !header.is_compacted() {
             return Err(LogError::EmptyBatch);
         }
 
         let mut writer = self.lock_writer();
         let log_end_offset = self.log_end_offset();
-        if header.base_offset != log_end_offset {
+        let follows = header.base_offset == log_end_offset
+            || (header.is_compacted() && header.base_offset > log_end_offset);
+        if !follows {
             return Err(LogError::UnexpectedBaseOffset {
                 base_offset: header.base_offset,
                 log_end_offset,

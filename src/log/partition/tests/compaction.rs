@@ -288,3 +288,27 @@ proptest! {
         prop_assert_eq!(log.log_end_offset(), ops.len() as u64);
     }
 }
+
+#[test]
+fn replica_copies_a_compacted_log_with_its_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = keyed_log(dir.path());
+    leader.compact(compaction(leader.log_end_offset())).unwrap();
+
+    let replica_dir = tempfile::tempdir().unwrap();
+    let replica = PartitionLog::open(replica_dir.path(), config(600, 64)).unwrap();
+    while replica.log_end_offset() < leader.log_end_offset() {
+        let batches = leader
+            .read_raw(replica.log_end_offset(), 4096, NO_LIMIT)
+            .unwrap();
+        for batch in batches {
+            replica.append_replica_batch(&batch).unwrap();
+        }
+    }
+    assert_eq!(contents(&replica), contents(&leader));
+    replica.close().unwrap();
+    drop(replica);
+    let reopened = PartitionLog::open(replica_dir.path(), config(600, 64)).unwrap();
+    assert_eq!(contents(&reopened), contents(&leader));
+    assert_eq!(reopened.log_end_offset(), 40);
+}
