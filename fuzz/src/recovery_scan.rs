@@ -18,12 +18,6 @@ use tempfile::TempDir;
 use crate::batch_decode::check_record_offsets;
 use crate::crc::repair_segment_crcs;
 
-/// Attribute bit of a batch that compaction rewrote. Only such a batch may
-/// start above the offset where the batch before it ended.
-// NOTE: the same value as `ferry::log::ATTRIBUTE_COMPACTED`, which is not
-// exported yet by every revision this package builds against.
-const ATTRIBUTE_COMPACTED: u16 = 1;
-
 /// Log settings small enough that fuzz inputs cross index entries, and that
 /// the append after recovery rolls a new segment when the input is larger
 /// than one segment.
@@ -149,7 +143,9 @@ fn check_recovered(log: &PartitionLog, max_size: usize) {
     while offset < log_end_offset {
         let batch = read_one(log, offset);
         let header = batch.header;
-        let compacted = header.attributes & ATTRIBUTE_COMPACTED != 0;
+        // Only a batch that compaction rewrote may start above the offset
+        // where the batch before it ended.
+        let compacted = header.is_compacted();
         assert!(
             header.base_offset == offset || (compacted && header.base_offset > offset),
             "read at offset {offset} returned a batch at {}, compacted: {compacted}",

@@ -36,6 +36,12 @@ impl Logs {
         self.fsync
     }
 
+    /// Returns every log that is open now.
+    pub fn open_logs(&self) -> Vec<Arc<PartitionLog>> {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.values().filter_map(Weak::upgrade).collect()
+    }
+
     /// Returns the log in `dir`, opening (and recovering) it unless it is
     /// open already.
     pub fn open_partition(&self, dir: &Path, config: LogConfig) -> Result<Arc<PartitionLog>> {

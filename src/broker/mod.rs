@@ -16,6 +16,7 @@
 //! and created again under the same name never sees the old messages.
 
 pub mod bindings;
+mod checkpoints;
 mod compaction;
 pub mod durable;
 pub mod error;
@@ -169,6 +170,7 @@ impl Broker {
         broker.start_interval_flusher();
         broker.start_retention();
         broker.start_compaction();
+        broker.start_checkpoints();
         broker.start_routers();
         Ok(broker)
     }

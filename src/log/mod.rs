@@ -43,7 +43,7 @@ pub use batch::{
 };
 pub use partition::{
     AppendInfo, Compaction, CompactionOutcome, PartitionLog, ProducerBatch, Retention,
-    RetentionOutcome, SegmentInfo, TimeLookup, LOCK_FILE_NAME,
+    RetentionOutcome, SegmentInfo, TimeLookup, CHECKPOINT_FILE_NAME, LOCK_FILE_NAME,
 };
 pub use record::Record;
 

@@ -10,7 +10,7 @@
 //! - `flushed_offset <= log_end_offset`, and every offset below
 //!   `flushed_offset` is on disk.
 //!
-//! Locks are taken in this order: `writer`, then `flush_lock`, then
+//! Locks are taken in this order: `checkpoint`, `writer`, `flush_lock`,
 //! `segments`. Appends hold only `writer`, except for the moment a roll swaps
 //! segments. Readers hold `segments` for reading while they copy bytes out of
 //! the maps, and truncation takes it for writing, so no map is cut under a
@@ -33,11 +33,14 @@ use super::batch::{
 use super::files::io_error;
 use super::reader::list_segments;
 use super::record::Record;
-use super::segment::{log_recovery, Segment};
+use super::segment::{log_recovery, Resume, Segment};
 use super::{LogConfig, LogError, MAX_BATCH_BYTES};
+pub(crate) use checkpoint::Checkpoint;
+pub use checkpoint::CHECKPOINT_FILE_NAME;
 use compaction::{remove_cleaned_files, remove_covered_segment};
 pub use compaction::{Compaction, CompactionOutcome};
 use epochs::EpochHistory;
+use fold::Fold;
 pub use producers::ProducerBatch;
 use producers::ProducerTable;
 pub use retention::{Retention, RetentionOutcome};
@@ -91,6 +94,12 @@ pub struct PartitionLog {
     log_end_offset: AtomicU64,
     flushed_offset: AtomicU64,
     flush_count: AtomicU64,
+    /// The (segment base, position) of the last recovery checkpoint this
+    /// value wrote. Locked before `writer` by checkpoint writes, and by the
+    /// changes that delete the checkpoint.
+    checkpoint: Mutex<Option<(u64, u64)>>,
+    /// Whether `open` resumed at a recovery checkpoint.
+    resumed: bool,
     /// Held by a compaction pass, so that passes on one log do not overlap.
     compacting: Mutex<()>,
     /// Newest timestamp of each sealed segment, for lookups by time.
@@ -143,6 +152,9 @@ impl PartitionLog {
         let files = list_segments(dir).map_err(io_error(dir))?;
         let mut segments = Vec::with_capacity(files.len().max(1));
         let latest_leader_epoch;
+        // Where the fold of epochs and producers starts: the checkpoint's
+        // state and position, or nothing and the first segment's start.
+        let mut fold = Fold::default();
         match files.split_last() {
             None => {
                 let segment = Segment::create(dir, 0, config.segment_bytes, interval)?;
@@ -152,28 +164,52 @@ impl PartitionLog {
             }
             Some((last, sealed)) => {
                 remove_cleaned_files(dir)?;
+                let checkpoint = checkpoint::read(dir);
                 for files in sealed {
                     if remove_covered_segment(segments.last().map(Arc::as_ref), files)? {
                         continue;
                     }
                     let segment = Segment::open_sealed(files.clone(), interval)?;
+                    if let Some(checkpoint) = &checkpoint {
+                        if checkpoint.segment_base == segment.base_offset()
+                            && segment.covers(checkpoint)
+                        {
+                            fold = Fold::from_checkpoint(checkpoint, segments.len());
+                        }
+                    }
                     segments.push(Arc::new(segment));
                 }
                 let previous_epoch = segments
                     .last()
                     .and_then(|s| s.last_header())
                     .map_or(0, |h| h.leader_epoch);
-                let (active, recovery) =
-                    Segment::recover(last.clone(), previous_epoch, config.segment_bytes, interval)?;
+                let resume = checkpoint
+                    .as_ref()
+                    .filter(|c| c.segment_base == last.base_offset)
+                    .map(|c| Resume {
+                        position: c.position as usize,
+                        next_offset: c.next_offset,
+                        last_leader_epoch: c.epochs.latest(),
+                    });
+                let (active, recovery) = Segment::recover(
+                    last.clone(),
+                    previous_epoch,
+                    config.segment_bytes,
+                    interval,
+                    resume,
+                )?;
                 log_recovery(dir, &active, &recovery);
+                if let (true, Some(checkpoint)) = (recovery.resumed, &checkpoint) {
+                    fold = Fold::from_checkpoint(checkpoint, segments.len());
+                }
                 latest_leader_epoch = recovery.last_leader_epoch.unwrap_or(previous_epoch);
                 segments.push(Arc::new(active));
                 warn_on_offset_gaps(dir, &segments);
             }
         }
 
-        let epochs = EpochHistory::from_segments(&segments)?;
-        let producers = ProducerTable::from_segments(&segments)?;
+        let resumed = fold.is_resumed();
+        let (epochs, producers) = fold.run(&segments)?;
         // Recovery synced the active segment, so everything in it is durable.
         let log_end_offset = segments.last().map_or(0, |s| s.next_offset());
         info!(
@@ -197,6 +233,8 @@ impl PartitionLog {
             log_end_offset: AtomicU64::new(log_end_offset),
             flushed_offset: AtomicU64::new(log_end_offset),
             flush_count: AtomicU64::new(0),
+            checkpoint: Mutex::new(None),
+            resumed,
             compacting: Mutex::new(()),
             newest: NewestTimestamps::default(),
             _dir_lock: dir_lock,
@@ -376,6 +414,12 @@ impl PartitionLog {
         self.flush_count.load(Ordering::Relaxed)
     }
 
+    /// Returns whether `open` resumed at a recovery checkpoint instead of
+    /// scanning the active segment and every batch header from the start.
+    pub fn resumed_at_checkpoint(&self) -> bool {
+        self.resumed
+    }
+
     /// Returns the partition directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -412,6 +456,7 @@ impl PartitionLog {
     ///
     /// The directory lock is held until the log is dropped.
     pub fn close(&self) -> Result<(), LogError> {
+        let checkpoint = self.lock_checkpoint();
         let mut writer = self.lock_writer();
         if writer.closed {
             return Ok(());
@@ -427,6 +472,12 @@ impl PartitionLog {
             }
         }
         writer.closed = true;
+        drop(segments);
+        drop(writer);
+        drop(checkpoint);
+        // The sealed segment ends where the log ends, so the next open
+        // scans nothing.
+        self.write_checkpoint()?;
         info!(
             dir = %self.dir.display(),
             log_end_offset = self.log_end_offset(),
@@ -622,8 +673,10 @@ fn warn_on_offset_gaps(dir: &Path, segments: &[Arc<Segment>]) {
     }
 }
 
+mod checkpoint;
 mod compaction;
 mod epochs;
+mod fold;
 mod producers;
 mod read;
 mod retention;

@@ -27,14 +27,34 @@ pub(crate) fn scan_batches(
     min_leader_epoch: u32,
     index_interval_bytes: u32,
 ) -> Scan {
-    let mut scan = Scan {
+    let start = Scan {
         valid_size: 0,
         next_offset: base_offset,
         last_leader_epoch: None,
         index: OffsetIndex::default(),
         invalid_reason: None,
     };
-    let mut position = 0;
+    scan_batches_from(
+        bytes,
+        base_offset,
+        min_leader_epoch,
+        index_interval_bytes,
+        start,
+    )
+}
+
+/// Scans like [`scan_batches`], but trusts the prefix that `start`
+/// describes (its `valid_size`, `next_offset`, leader epoch and index
+/// entries) and goes on from its end.
+pub(crate) fn scan_batches_from(
+    bytes: &[u8],
+    base_offset: u64,
+    min_leader_epoch: u32,
+    index_interval_bytes: u32,
+    start: Scan,
+) -> Scan {
+    let mut scan = start;
+    let mut position = scan.valid_size;
     loop {
         match check_batch(bytes, position, &scan, base_offset, min_leader_epoch) {
             Ok(None) => return scan,
@@ -110,4 +130,40 @@ pub(crate) fn last_header_from(bytes: &[u8], start: usize) -> Option<BatchHeader
         last = Some(header);
     }
     last
+}
+
+/// Returns whether a batch of `bytes` ends exactly at `position` and is
+/// followed by `next_offset` (for position 0: whether `next_offset` is the
+/// segment's base offset). Walks headers from the index entry at or below
+/// the batch, so the cost is about one index interval.
+pub(crate) fn batch_ends_at(
+    bytes: &[u8],
+    base_offset: u64,
+    index: &OffsetIndex,
+    position: usize,
+    next_offset: u64,
+) -> bool {
+    if position == 0 {
+        return next_offset == base_offset;
+    }
+    if position > bytes.len() || next_offset <= base_offset {
+        return false;
+    }
+    let Ok(relative) = u32::try_from(next_offset - 1 - base_offset) else {
+        return false;
+    };
+    let prefix = &bytes[..position];
+    let mut at = index.lookup(relative) as usize;
+    while at < position {
+        match header_at(prefix, at) {
+            Ok(Some(header)) => {
+                at += header.total_len();
+                if at == position {
+                    return header.next_offset() == next_offset;
+                }
+            }
+            _ => return false,
+        }
+    }
+    false
 }

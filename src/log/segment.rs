@@ -43,8 +43,11 @@ use super::batch::BatchHeader;
 use super::files::{io_error, load_index, preallocate, sync_dir, write_index_file};
 use super::index::{encode_entry, IndexEntry, OffsetIndex, INDEX_ENTRY_LEN};
 use super::mmap::SegmentMap;
+use super::partition::Checkpoint;
 use super::reader::SegmentFiles;
-use super::scan::{header_at, last_header_from, scan_batches};
+use super::scan::{
+    batch_ends_at, header_at, last_header_from, scan_batches, scan_batches_from, Scan,
+};
 use super::{LogError, SegmentInfo};
 
 /// Length in bytes that a new segment file is allocated to, unless its
@@ -89,9 +92,58 @@ struct OpenFiles {
     index: File,
 }
 
+/// Where the recovery of the active segment may resume: the end of the
+/// prefix that a recovery checkpoint covers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resume {
+    /// End of the last batch the checkpoint covers.
+    pub(crate) position: usize,
+    /// Offset after that batch.
+    pub(crate) next_offset: u64,
+    /// Leader epoch of that batch, if the log has one.
+    pub(crate) last_leader_epoch: Option<u32>,
+}
+
+/// Returns the scan state at the end of the prefix that `resume` covers,
+/// or `None` when the segment does not match it.
+fn resume_scan(files: &SegmentFiles, bytes: &[u8], resume: Resume) -> Option<Scan> {
+    let entries: Vec<IndexEntry> = load_index(&files.index_path, bytes.len())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|entry| (entry.position as usize) < resume.position)
+        .collect();
+    let index = OffsetIndex::from_entries(entries);
+    if !batch_ends_at(
+        bytes,
+        files.base_offset,
+        &index,
+        resume.position,
+        resume.next_offset,
+    ) {
+        warn!(
+            segment = %files.log_path.display(),
+            position = resume.position,
+            next_offset = resume.next_offset,
+            "the recovery checkpoint does not match the segment; scanning it from the start"
+        );
+        return None;
+    }
+    Some(Scan {
+        valid_size: resume.position,
+        next_offset: resume.next_offset,
+        last_leader_epoch: resume.last_leader_epoch,
+        index,
+        invalid_reason: None,
+    })
+}
+
 /// Outcome of recovering the active segment.
 #[derive(Debug)]
 pub(crate) struct Recovery {
+    /// Whether the scan resumed at the end of a recovery checkpoint.
+    pub(crate) resumed: bool,
+    /// Where the scan started: 0, or the end of a recovery checkpoint.
+    pub(crate) scanned_from: usize,
     /// End of the last valid batch.
     pub(crate) valid_size: usize,
     /// Bytes from `valid_size` to the last non-zero byte of the file, which
@@ -144,11 +196,17 @@ impl Segment {
     /// - it contains at least one record;
     /// - its leader epoch is not below the previous batch's, or below
     ///   `min_leader_epoch` for the first batch.
+    ///
+    /// With `resume`, the prefix up to a recovery checkpoint is trusted when
+    /// a batch ends there with the checkpoint's next offset, and the scan
+    /// starts at its end, with the index entries below it taken from the
+    /// `.index` file. Otherwise the scan starts at byte 0.
     pub(crate) fn recover(
         files: SegmentFiles,
         min_leader_epoch: u32,
         min_capacity: u64,
         index_interval_bytes: u32,
+        resume: Option<Resume>,
     ) -> Result<(Segment, Recovery), LogError> {
         let file = File::open(&files.log_path).map_err(io_error(&files.log_path))?;
         // SAFETY: the caller holds the partition directory lock, and no other
@@ -157,17 +215,31 @@ impl Segment {
         let map = unsafe { SegmentMap::read_only(&file) }.map_err(io_error(&files.log_path))?;
         let bytes = map.whole();
 
-        let scan = scan_batches(
-            bytes,
-            files.base_offset,
-            min_leader_epoch,
-            index_interval_bytes,
-        );
+        let start = resume.and_then(|resume| resume_scan(&files, bytes, resume));
+        let resumed = start.is_some();
+        let scanned_from = start.as_ref().map_or(0, |start| start.valid_size);
+        let scan = match start {
+            Some(start) => scan_batches_from(
+                bytes,
+                files.base_offset,
+                min_leader_epoch,
+                index_interval_bytes,
+                start,
+            ),
+            None => scan_batches(
+                bytes,
+                files.base_offset,
+                min_leader_epoch,
+                index_interval_bytes,
+            ),
+        };
         let dropped_bytes = bytes[scan.valid_size..]
             .iter()
             .rposition(|&b| b != 0)
             .map_or(0, |last| last + 1);
         let recovery = Recovery {
+            resumed,
+            scanned_from,
             valid_size: scan.valid_size,
             dropped_bytes,
             invalid_reason: scan.invalid_reason,
@@ -233,6 +305,32 @@ impl Segment {
             index,
             index_interval_bytes,
         ))
+    }
+
+    /// Returns whether a batch of this segment ends where `checkpoint` says,
+    /// followed by its next offset.
+    pub(crate) fn covers(&self, checkpoint: &Checkpoint) -> bool {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        batch_ends_at(
+            self.bytes(),
+            self.base_offset,
+            &index,
+            checkpoint.position as usize,
+            checkpoint.next_offset,
+        )
+    }
+
+    /// Syncs the active segment's `.index` file, so that the entries written
+    /// so far survive a crash. A sealed segment's file was synced when it
+    /// was sealed.
+    pub(crate) fn sync_index(&self) -> Result<(), LogError> {
+        match &self.open_files {
+            Some(open_files) => open_files
+                .index
+                .sync_data()
+                .map_err(io_error(&self.files.index_path)),
+            None => Ok(()),
+        }
     }
 
     /// Reopens this segment's files as the active segment, truncated to
@@ -676,6 +774,7 @@ pub(crate) fn log_recovery(dir: &Path, segment: &Segment, recovery: &Recovery) {
         info!(
             dir = %dir.display(),
             segment = segment.base_offset(),
+            scanned_from = recovery.scanned_from,
             valid_end = recovery.valid_size,
             next_offset = segment.next_offset(),
             "recovered active segment"
@@ -688,6 +787,7 @@ pub(crate) fn log_recovery(dir: &Path, segment: &Segment, recovery: &Recovery) {
         .unwrap_or("non-zero bytes after the zero batch_length that ends the data");
     warn!(
         path = %segment.files().log_path.display(),
+        scanned_from = recovery.scanned_from,
         valid_end = recovery.valid_size,
         next_offset = segment.next_offset(),
         dropped_bytes = recovery.dropped_bytes,

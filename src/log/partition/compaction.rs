@@ -173,11 +173,18 @@ impl PartitionLog {
         let cleaned = cleaned_path(&files.log_path);
         write_synced(&cleaned, bytes)?;
 
+        let mut checkpoint = self.lock_checkpoint();
         let _writer = self.lock_writer();
         let Some(at) = self.find_group(group) else {
             remove_file(&cleaned)?;
             return Ok(false);
         };
+        // A checkpoint inside the group names byte positions that change.
+        if let Some((segment_base, _)) = *checkpoint {
+            if group.iter().any(|s| s.base_offset() == segment_base) {
+                self.forget_checkpoint(&mut checkpoint)?;
+            }
+        }
         remove_file(&files.index_path)?;
         fs::rename(&cleaned, &files.log_path).map_err(io_error(&files.log_path))?;
         write_index_file(&files.index_path, scan.index.entries())?;

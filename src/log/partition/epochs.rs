@@ -4,11 +4,6 @@
 //! epoch ends in the leader's log, and truncates its own log there before it
 //! fetches again. The leader looks the answer up in this history.
 
-use std::sync::Arc;
-
-use crate::log::segment::Segment;
-use crate::log::LogError;
-
 /// The first offset of every leader epoch present in a log, in ascending
 /// order of both epoch and offset.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,19 +18,21 @@ struct EpochStart {
 }
 
 impl EpochHistory {
-    /// Builds the history by walking the batch headers of every segment.
-    /// Costs one header read per batch, without CRC checks.
-    pub(crate) fn from_segments(segments: &[Arc<Segment>]) -> Result<EpochHistory, LogError> {
+    /// Builds a history from (epoch, start offset) pairs in ascending order.
+    pub(crate) fn from_starts(starts: &[(u32, u64)]) -> EpochHistory {
         let mut history = EpochHistory::default();
-        for segment in segments {
-            let bytes = segment.bytes();
-            let mut position = 0;
-            while let Some(header) = segment.header_at(bytes, position)? {
-                history.record(header.leader_epoch, header.base_offset);
-                position += header.total_len();
-            }
+        for &(epoch, start_offset) in starts {
+            history.record(epoch, start_offset);
         }
-        Ok(history)
+        history
+    }
+
+    /// Returns the (epoch, start offset) pairs in ascending order.
+    pub(crate) fn starts(&self) -> Vec<(u32, u64)> {
+        self.starts
+            .iter()
+            .map(|start| (start.epoch, start.start_offset))
+            .collect()
     }
 
     /// Notes a batch of `epoch` at `base_offset`, appended at the log end.
@@ -78,11 +75,7 @@ mod tests {
     use super::*;
 
     fn history(starts: &[(u32, u64)]) -> EpochHistory {
-        let mut history = EpochHistory::default();
-        for &(epoch, offset) in starts {
-            history.record(epoch, offset);
-        }
-        history
+        EpochHistory::from_starts(starts)
     }
 
     #[test]

@@ -7,11 +7,8 @@
 //! batch is new, a retry of a stored batch, or out of order.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
 use crate::log::batch::BatchHeader;
-use crate::log::segment::Segment;
-use crate::log::LogError;
 
 /// Batches remembered per producer id. A retry of an older batch is still
 /// recognized as a duplicate by its sequence, but its offsets are no longer
@@ -30,24 +27,32 @@ pub struct ProducerBatch {
 }
 
 /// Recent batches per producer id.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ProducerTable {
     producers: HashMap<i64, VecDeque<ProducerBatch>>,
 }
 
 impl ProducerTable {
-    /// Builds the table by walking the batch headers of every segment.
-    pub(crate) fn from_segments(segments: &[Arc<Segment>]) -> Result<ProducerTable, LogError> {
-        let mut table = ProducerTable::default();
-        for segment in segments {
-            let bytes = segment.bytes();
-            let mut position = 0;
-            while let Some(header) = segment.header_at(bytes, position)? {
-                table.record(&header);
-                position += header.total_len();
-            }
+    /// Builds a table from (producer id, batches oldest first) pairs.
+    pub(crate) fn from_entries(entries: Vec<(i64, Vec<ProducerBatch>)>) -> ProducerTable {
+        ProducerTable {
+            producers: entries
+                .into_iter()
+                .map(|(producer_id, batches)| (producer_id, batches.into()))
+                .collect(),
         }
-        Ok(table)
+    }
+
+    /// Returns every producer id with its batches, oldest first, ordered by
+    /// producer id.
+    pub(crate) fn entries(&self) -> Vec<(i64, Vec<ProducerBatch>)> {
+        let mut entries: Vec<(i64, Vec<ProducerBatch>)> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, batches)| (producer_id, batches.iter().copied().collect()))
+            .collect();
+        entries.sort_unstable_by_key(|(producer_id, _)| *producer_id);
+        entries
     }
 
     /// Notes an appended batch; batches without a producer id are ignored.

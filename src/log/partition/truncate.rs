@@ -9,7 +9,7 @@ use std::sync::{Arc, PoisonError};
 
 use tracing::{error, info};
 
-use super::producers::ProducerTable;
+use super::fold::Fold;
 use super::PartitionLog;
 use crate::log::files::sync_dir;
 use crate::log::segment::Segment;
@@ -27,9 +27,13 @@ impl PartitionLog {
     /// `Closed`, and `Io`. After an I/O error while files are being cut, the
     /// log refuses writes until it is reopened, and reopening recovers it.
     pub fn truncate_to(&self, offset: u64) -> Result<(), LogError> {
+        let mut checkpoint = self.lock_checkpoint();
         let mut writer = self.lock_writer();
         if writer.closed {
             return Err(self.closed_error());
+        }
+        if offset < self.log_end_offset() {
+            self.forget_checkpoint(&mut checkpoint)?;
         }
         let _flush = self
             .flush_lock
@@ -87,8 +91,8 @@ impl PartitionLog {
             .map_or(0, |h| h.leader_epoch);
         writer.epochs.truncate(end_offset);
         self.newest.clear();
-        match ProducerTable::from_segments(&segments) {
-            Ok(producers) => writer.producers = producers,
+        match Fold::default().run(&segments) {
+            Ok((_, producers)) => writer.producers = producers,
             // Only a corrupt header fails the walk, and the log refuses
             // writes until it is reopened, which rebuilds the table.
             Err(_) => writer.closed = true,

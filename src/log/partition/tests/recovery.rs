@@ -209,7 +209,7 @@ fn recovery_reports_dropped_bytes() {
     let fixture = Fixture::build(false);
     let recover = |dir: &Path| {
         let files = SegmentFiles::in_dir(dir, 0);
-        let (_, recovery) = Segment::recover(files, 0, SEGMENT_BYTES, 64).unwrap();
+        let (_, recovery) = Segment::recover(files, 0, SEGMENT_BYTES, 64, None).unwrap();
         recovery
     };
 
@@ -287,4 +287,179 @@ fn recovery_keeps_appended_batch_after_reopen() {
     assert_eq!(log.log_end_offset(), fixture.last_base_offset() + 3);
     let read = log.read(fixture.last_base_offset(), 1, NO_LIMIT).unwrap();
     assert_eq!(values(&read[0]), ["again-0", "again-1", "again-2"]);
+}
+
+mod checkpoints {
+    //! Recovery that resumes at a recovery checkpoint.
+
+    use super::*;
+    use crate::log::CHECKPOINT_FILE_NAME;
+
+    fn records(count: usize, label: &str) -> Vec<Record> {
+        (0..count)
+            .map(|i| Record {
+                timestamp_ms: 1_700_000_000_000,
+                value: Some(format!("{label}-{i}").into()),
+                ..Record::default()
+            })
+            .collect()
+    }
+
+    fn all_values(log: &PartitionLog) -> Vec<String> {
+        log.read(log.log_start_offset(), usize::MAX, u64::MAX)
+            .unwrap()
+            .into_iter()
+            .flat_map(|b| b.records)
+            .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn open_resumes_at_the_checkpoint_and_keeps_writer_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let producer = ProducerInfo {
+            producer_id: 9,
+            producer_epoch: 0,
+            base_sequence: 0,
+        };
+        let log = PartitionLog::open(
+            dir.path(),
+            LogConfig {
+                segment_bytes: 4096,
+                index_interval_bytes: 64,
+            },
+        )
+        .unwrap();
+        for i in 0..40 {
+            log.append(
+                &records(3, &format!("a{i}")),
+                i / 10,
+                ProducerInfo::default(),
+            )
+            .unwrap();
+        }
+        log.append(&records(2, "p"), 4, producer).unwrap();
+        assert!(log.write_checkpoint().unwrap());
+        assert!(!log.write_checkpoint().unwrap(), "nothing changed");
+        for i in 0..5 {
+            log.append(&records(2, &format!("b{i}")), 5, ProducerInfo::default())
+                .unwrap();
+        }
+        log.flush().unwrap();
+        let values = all_values(&log);
+        let epochs: Vec<_> = (0..6).map(|e| log.epoch_end_offset(e)).collect();
+        let producers = log.producer_batches(9);
+        let end = log.log_end_offset();
+        drop(log); // a crash: no close
+
+        let log = PartitionLog::open(
+            dir.path(),
+            LogConfig {
+                segment_bytes: 4096,
+                index_interval_bytes: 64,
+            },
+        )
+        .unwrap();
+        assert!(log.resumed_at_checkpoint());
+        assert_eq!(log.log_end_offset(), end);
+        assert_eq!(all_values(&log), values);
+        assert_eq!(
+            (0..6).map(|e| log.epoch_end_offset(e)).collect::<Vec<_>>(),
+            epochs
+        );
+        assert_eq!(log.producer_batches(9), producers);
+        assert_eq!(log.last_leader_epoch(), Some(5));
+    }
+
+    #[test]
+    fn open_ignores_a_checkpoint_that_does_not_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            index_interval_bytes: 64,
+        };
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        for i in 0..10 {
+            log.append(&records(2, &format!("a{i}")), 0, ProducerInfo::default())
+                .unwrap();
+        }
+        log.write_checkpoint().unwrap();
+        let values = all_values(&log);
+        drop(log);
+        let path = dir.path().join(CHECKPOINT_FILE_NAME);
+        let good = fs::read(&path).unwrap();
+
+        // A damaged file, and a valid one whose position is not a batch end,
+        // both fall back to a full scan with the same result.
+        let mut damaged = good.clone();
+        damaged[10] ^= 1;
+        fs::write(&path, &damaged).unwrap();
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        assert!(!log.resumed_at_checkpoint());
+        assert_eq!(all_values(&log), values);
+        drop(log);
+
+        let mut checkpoint = crate::log::partition::Checkpoint::decode(&good).unwrap();
+        checkpoint.position -= 1;
+        fs::write(&path, checkpoint.encode()).unwrap();
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        assert!(!log.resumed_at_checkpoint());
+        assert_eq!(all_values(&log), values);
+        assert_eq!(log.log_end_offset(), 20);
+    }
+
+    #[test]
+    fn truncation_forgets_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            index_interval_bytes: 64,
+        };
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        for i in 0..10 {
+            log.append(&records(2, &format!("a{i}")), 0, ProducerInfo::default())
+                .unwrap();
+        }
+        log.write_checkpoint().unwrap();
+        log.truncate_to(6).unwrap();
+        assert!(!dir.path().join(CHECKPOINT_FILE_NAME).exists());
+        // Different batches of other sizes take the old place.
+        log.append(
+            &records(7, "long-values-after-truncation"),
+            1,
+            ProducerInfo::default(),
+        )
+        .unwrap();
+        log.flush().unwrap();
+        let values = all_values(&log);
+        drop(log);
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        assert!(!log.resumed_at_checkpoint());
+        assert_eq!(all_values(&log), values);
+        assert_eq!(log.last_leader_epoch(), Some(1));
+    }
+
+    #[test]
+    fn close_leaves_nothing_to_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            index_interval_bytes: 64,
+        };
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        for i in 0..10 {
+            log.append(&records(2, &format!("a{i}")), 0, ProducerInfo::default())
+                .unwrap();
+        }
+        let size = log.segments()[0].size_bytes;
+        log.close().unwrap();
+        drop(log);
+        let bytes = fs::read(dir.path().join(CHECKPOINT_FILE_NAME)).unwrap();
+        let checkpoint = crate::log::partition::Checkpoint::decode(&bytes).unwrap();
+        assert_eq!(checkpoint.position, size);
+        assert_eq!(checkpoint.next_offset, 20);
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        assert!(log.resumed_at_checkpoint());
+        assert_eq!(log.log_end_offset(), 20);
+    }
 }
