@@ -7,6 +7,8 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use super::index::{decode_entries, encode_entries, validate_entries, IndexEntry};
+use super::reader::SegmentFiles;
+use super::time_index::{self, TimeIndexEntry};
 use super::LogError;
 
 /// Maximum number of times `posix_fallocate` is retried after EINTR.
@@ -26,6 +28,34 @@ pub(crate) fn write_index_file(path: &Path, entries: &[IndexEntry]) -> Result<()
     file.write_all(&encode_entries(entries))
         .map_err(io_error(path))?;
     file.sync_data().map_err(io_error(path))
+}
+
+/// Reads and validates a `.timeindex` file against a segment whose next
+/// offset is `relative_end` above its base offset, or returns why it cannot
+/// be used.
+pub(crate) fn load_time_index(
+    path: &Path,
+    relative_end: u64,
+) -> Result<Vec<TimeIndexEntry>, String> {
+    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    let entries = time_index::decode_entries(&bytes).map_err(|e| e.to_string())?;
+    time_index::validate_entries(&entries, relative_end).map_err(|e| e.to_string())?;
+    Ok(entries)
+}
+
+pub(crate) fn write_time_index_file(
+    path: &Path,
+    entries: &[TimeIndexEntry],
+) -> Result<(), LogError> {
+    let mut file = File::create(path).map_err(io_error(path))?;
+    file.write_all(&time_index::encode_entries(entries))
+        .map_err(io_error(path))?;
+    file.sync_data().map_err(io_error(path))
+}
+
+/// Deletes the files of one segment; a file already gone is no error.
+pub(crate) fn remove_segment_files(files: &SegmentFiles) -> Result<(), LogError> {
+    files.remove().map_err(io_error(&files.log_path))
 }
 
 /// Reserves disk blocks for the first `len` bytes of `file`. The file grows

@@ -35,6 +35,7 @@ pub mod reader;
 pub mod record;
 mod scan;
 mod segment;
+pub mod time_index;
 pub mod varint;
 
 pub use batch::{

@@ -44,7 +44,6 @@ use fold::Fold;
 pub use producers::ProducerBatch;
 use producers::ProducerTable;
 pub use retention::{Retention, RetentionOutcome};
-use time::NewestTimestamps;
 pub use time::TimeLookup;
 
 /// Name of the file in a partition directory that `open` locks with `flock`,
@@ -102,8 +101,6 @@ pub struct PartitionLog {
     resumed: bool,
     /// Held by a compaction pass, so that passes on one log do not overlap.
     compacting: Mutex<()>,
-    /// Newest timestamp of each sealed segment, for lookups by time.
-    newest: NewestTimestamps,
     /// Open lock file. The `flock` is released when it is closed.
     _dir_lock: File,
 }
@@ -190,6 +187,7 @@ impl PartitionLog {
                         position: c.position as usize,
                         next_offset: c.next_offset,
                         last_leader_epoch: c.epochs.latest(),
+                        newest_timestamp: c.newest_timestamp,
                     });
                 let (active, recovery) = Segment::recover(
                     last.clone(),
@@ -236,7 +234,6 @@ impl PartitionLog {
             checkpoint: Mutex::new(None),
             resumed,
             compacting: Mutex::new(()),
-            newest: NewestTimestamps::default(),
             _dir_lock: dir_lock,
         })
     }

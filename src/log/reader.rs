@@ -27,6 +27,8 @@ use super::batch::{peek_batch_length, LENGTH_PREFIX_LEN, MIN_BATCH_LENGTH};
 pub const LOG_FILE_SUFFIX: &str = ".log";
 /// Extension of offset index files.
 pub const INDEX_FILE_SUFFIX: &str = ".index";
+/// Extension of time index files.
+pub const TIME_INDEX_FILE_SUFFIX: &str = ".timeindex";
 /// Number of digits in a segment file name.
 const FILE_NAME_DIGITS: usize = 20;
 
@@ -39,6 +41,33 @@ pub struct SegmentFiles {
     pub log_path: PathBuf,
     /// The `.index` file, which may be missing.
     pub index_path: PathBuf,
+    /// The `.timeindex` file, which may be missing.
+    pub time_index_path: PathBuf,
+}
+
+impl SegmentFiles {
+    /// Returns the paths of the segment with `base_offset` in `dir`.
+    pub fn in_dir(dir: &Path, base_offset: u64) -> SegmentFiles {
+        SegmentFiles {
+            base_offset,
+            log_path: dir.join(segment_file_name(base_offset, LOG_FILE_SUFFIX)),
+            index_path: dir.join(segment_file_name(base_offset, INDEX_FILE_SUFFIX)),
+            time_index_path: dir.join(segment_file_name(base_offset, TIME_INDEX_FILE_SUFFIX)),
+        }
+    }
+
+    /// Deletes the segment's files. A file that is already gone is not an
+    /// error.
+    pub fn remove(&self) -> io::Result<()> {
+        for path in [&self.log_path, &self.index_path, &self.time_index_path] {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One batch as stored, with its position in the segment file.
@@ -169,11 +198,7 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<SegmentFiles>> {
         if !entry.file_type()?.is_file() {
             continue;
         }
-        segments.push(SegmentFiles {
-            base_offset,
-            log_path: entry.path(),
-            index_path: dir.join(segment_file_name(base_offset, INDEX_FILE_SUFFIX)),
-        });
+        segments.push(SegmentFiles::in_dir(dir, base_offset));
     }
     segments.sort_by_key(|s| s.base_offset);
     Ok(segments)

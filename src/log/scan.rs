@@ -9,6 +9,7 @@
 use super::batch::{decode_header, validate_batch, BatchHeader, LENGTH_PREFIX_LEN};
 use super::index::OffsetIndex;
 use super::reader::{classify_frame, Frame};
+use super::time_index::TimeIndex;
 
 /// Result of scanning the batches of a segment from byte 0.
 pub(crate) struct Scan {
@@ -16,6 +17,7 @@ pub(crate) struct Scan {
     pub(crate) next_offset: u64,
     pub(crate) last_leader_epoch: Option<u32>,
     pub(crate) index: OffsetIndex,
+    pub(crate) times: TimeIndex,
     pub(crate) invalid_reason: Option<String>,
 }
 
@@ -32,6 +34,7 @@ pub(crate) fn scan_batches(
         next_offset: base_offset,
         last_leader_epoch: None,
         index: OffsetIndex::default(),
+        times: TimeIndex::default(),
         invalid_reason: None,
     };
     scan_batches_from(
@@ -44,8 +47,8 @@ pub(crate) fn scan_batches(
 }
 
 /// Scans like [`scan_batches`], but trusts the prefix that `start`
-/// describes (its `valid_size`, `next_offset`, leader epoch and index
-/// entries) and goes on from its end.
+/// describes (its `valid_size`, `next_offset`, leader epoch and indexes)
+/// and goes on from its end.
 pub(crate) fn scan_batches_from(
     bytes: &[u8],
     base_offset: u64,
@@ -65,8 +68,12 @@ pub(crate) fn scan_batches_from(
             Ok(Some(header)) => {
                 // `check_batch` has checked that the relative offset fits.
                 let relative = (header.base_offset - base_offset) as u32;
-                scan.index
-                    .maybe_append(relative, position as u32, index_interval_bytes);
+                let indexed = scan
+                    .index
+                    .maybe_append(relative, position as u32, index_interval_bytes)
+                    .is_some();
+                scan.times
+                    .add_batch(relative, indexed, header.max_timestamp);
                 position += header.total_len();
                 scan.valid_size = position;
                 scan.next_offset = header.next_offset();
@@ -118,6 +125,30 @@ pub(crate) fn header_at(bytes: &[u8], position: usize) -> Result<Option<BatchHea
             .map(Some)
             .map_err(|e| e.to_string()),
     }
+}
+
+/// Builds the time index of the batches in `bytes`, which start at byte 0
+/// and end at a batch boundary, with entries at the batches that the offset
+/// index `offsets` has entries for. Walks headers without checking CRCs.
+pub(crate) fn build_time_index(bytes: &[u8], base_offset: u64, offsets: &OffsetIndex) -> TimeIndex {
+    let mut times = TimeIndex::default();
+    let mut indexed = offsets.entries().iter().peekable();
+    let mut position = 0;
+    while let Ok(Some(header)) = header_at(bytes, position) {
+        while indexed
+            .next_if(|e| (e.position as usize) < position)
+            .is_some()
+        {}
+        let is_indexed = indexed
+            .next_if(|e| e.position as usize == position)
+            .is_some();
+        let relative = header.base_offset.checked_sub(base_offset);
+        if let Some(Ok(relative)) = relative.map(u32::try_from) {
+            times.add_batch(relative, is_indexed, header.max_timestamp);
+        }
+        position += header.total_len();
+    }
+    times
 }
 
 /// Walks headers from `start`, which must be a batch boundary, and returns

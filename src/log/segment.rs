@@ -40,14 +40,19 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use tracing::{info, warn};
 
 use super::batch::BatchHeader;
-use super::files::{io_error, load_index, preallocate, sync_dir, write_index_file};
+use super::files::{
+    io_error, load_index, load_time_index, preallocate, sync_dir, write_index_file,
+    write_time_index_file,
+};
 use super::index::{encode_entry, IndexEntry, OffsetIndex, INDEX_ENTRY_LEN};
 use super::mmap::SegmentMap;
 use super::partition::Checkpoint;
 use super::reader::SegmentFiles;
 use super::scan::{
-    batch_ends_at, header_at, last_header_from, scan_batches, scan_batches_from, Scan,
+    batch_ends_at, build_time_index, header_at, last_header_from, scan_batches, scan_batches_from,
+    Scan,
 };
+use super::time_index::{self, TimeIndex, TIME_INDEX_ENTRY_LEN};
 use super::{LogError, SegmentInfo};
 
 /// Length in bytes that a new segment file is allocated to, unless its
@@ -78,6 +83,8 @@ pub(crate) struct Segment {
     /// that the warning is logged once per segment and not per append.
     low_space_warned: AtomicBool,
     index: RwLock<OffsetIndex>,
+    /// Locked after `index` when both are held.
+    times: RwLock<TimeIndex>,
     index_interval_bytes: u32,
     /// Serializes writers, so that `append` alone keeps the rule that
     /// only one thread writes past `size` or grows the file.
@@ -90,6 +97,8 @@ struct OpenFiles {
     log: File,
     /// The `.index` file, where entries are appended.
     index: File,
+    /// The `.timeindex` file, where entries are appended.
+    time_index: File,
 }
 
 /// Where the recovery of the active segment may resume: the end of the
@@ -102,6 +111,8 @@ pub(crate) struct Resume {
     pub(crate) next_offset: u64,
     /// Leader epoch of that batch, if the log has one.
     pub(crate) last_leader_epoch: Option<u32>,
+    /// Newest record timestamp of the segment's batches up to there.
+    pub(crate) newest_timestamp: i64,
 }
 
 /// Returns the scan state at the end of the prefix that `resume` covers,
@@ -128,13 +139,36 @@ fn resume_scan(files: &SegmentFiles, bytes: &[u8], resume: Resume) -> Option<Sca
         );
         return None;
     }
+    let times = TimeIndex::from_parts(
+        time_entries_below(files, resume.next_offset),
+        resume.newest_timestamp,
+    );
     Some(Scan {
         valid_size: resume.position,
         next_offset: resume.next_offset,
         last_leader_epoch: resume.last_leader_epoch,
         index,
+        times,
         invalid_reason: None,
     })
+}
+
+/// Returns the entries of the `.timeindex` file below `next_offset`, or none
+/// when they fail validation. Entries only shorten lookups, so a file that
+/// cannot be used costs time, not correctness.
+fn time_entries_below(files: &SegmentFiles, next_offset: u64) -> Vec<time_index::TimeIndexEntry> {
+    let relative_end = next_offset - files.base_offset;
+    let Ok(bytes) = std::fs::read(&files.time_index_path) else {
+        return Vec::new();
+    };
+    let Ok(mut entries) = time_index::decode_entries(&bytes) else {
+        return Vec::new();
+    };
+    entries.retain(|e| u64::from(e.relative_offset) < relative_end);
+    match time_index::validate_entries(&entries, relative_end) {
+        Ok(()) => entries,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Outcome of recovering the active segment.
@@ -177,7 +211,7 @@ impl Segment {
             files,
             0,
             base_offset,
-            OffsetIndex::default(),
+            (OffsetIndex::default(), TimeIndex::default()),
             capacity,
             INITIAL_ALLOCATION_BYTES as u64,
             index_interval_bytes,
@@ -253,7 +287,7 @@ impl Segment {
             files,
             recovery.valid_size,
             scan.next_offset,
-            scan.index,
+            (scan.index, scan.times),
             capacity,
             0,
             index_interval_bytes,
@@ -297,12 +331,28 @@ impl Segment {
             None => files.base_offset,
         };
 
+        let relative_end = next_offset - files.base_offset;
+        let times = match load_time_index(&files.time_index_path, relative_end) {
+            Ok(entries) => TimeIndex::from_parts(entries, i64::MIN),
+            Err(reason) => {
+                warn!(
+                    index = %files.time_index_path.display(),
+                    %reason,
+                    "rebuilding time index of sealed segment"
+                );
+                let mut times = build_time_index(bytes, files.base_offset, &index);
+                times.seal(relative_end);
+                write_time_index_file(&files.time_index_path, times.entries())?;
+                times
+            }
+        };
+
         Ok(Segment::sealed(
             files,
             map,
             size,
             next_offset,
-            index,
+            (index, times),
             index_interval_bytes,
         ))
     }
@@ -320,17 +370,21 @@ impl Segment {
         )
     }
 
-    /// Syncs the active segment's `.index` file, so that the entries written
-    /// so far survive a crash. A sealed segment's file was synced when it
-    /// was sealed.
+    /// Syncs the active segment's `.index` and `.timeindex` files, so that
+    /// the entries written so far survive a crash. A sealed segment's files
+    /// were synced when it was sealed.
     pub(crate) fn sync_index(&self) -> Result<(), LogError> {
-        match &self.open_files {
-            Some(open_files) => open_files
-                .index
-                .sync_data()
-                .map_err(io_error(&self.files.index_path)),
-            None => Ok(()),
-        }
+        let Some(open_files) = &self.open_files else {
+            return Ok(());
+        };
+        open_files
+            .index
+            .sync_data()
+            .map_err(io_error(&self.files.index_path))?;
+        open_files
+            .time_index
+            .sync_data()
+            .map_err(io_error(&self.files.time_index_path))
     }
 
     /// Reopens this segment's files as the active segment, truncated to
@@ -348,19 +402,30 @@ impl Segment {
             .into_iter()
             .filter(|e| (e.position as usize) < size)
             .collect();
-        Segment::activate(
+        let segment = Segment::activate(
             files,
             size,
             next_offset,
-            OffsetIndex::from_entries(kept),
+            (OffsetIndex::from_entries(kept), TimeIndex::default()),
             capacity.max(size as u64),
             0,
             index_interval_bytes,
-        )
+        )?;
+        // The newest timestamp below the cut is not known without a walk of
+        // the headers that are left.
+        let index = segment.index.read().unwrap_or_else(PoisonError::into_inner);
+        let times = build_time_index(segment.bytes(), segment.base_offset, &index);
+        drop(index);
+        write_time_index_file(&segment.files.time_index_path, times.entries())?;
+        *segment
+            .times
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = times;
+        Ok(segment)
     }
 
     /// Opens the segment file for writing, cuts it to `valid_size`, allocates
-    /// it again, writes the index file and syncs both. Cutting and then
+    /// it again, writes the index files and syncs them all. Cutting and then
     /// allocating turns any bytes past `valid_size` into zeros.
     ///
     /// The allocated length is the file's length before the cut, raised to
@@ -371,7 +436,7 @@ impl Segment {
         files: SegmentFiles,
         valid_size: usize,
         next_offset: u64,
-        index: OffsetIndex,
+        (index, times): (OffsetIndex, TimeIndex),
         capacity: u64,
         min_allocated_len: u64,
         index_interval_bytes: u32,
@@ -398,6 +463,11 @@ impl Segment {
             .write(true)
             .open(&files.index_path)
             .map_err(io_error(&files.index_path))?;
+        write_time_index_file(&files.time_index_path, times.entries())?;
+        let time_index_file = OpenOptions::new()
+            .write(true)
+            .open(&files.time_index_path)
+            .map_err(io_error(&files.time_index_path))?;
 
         // SAFETY: the caller holds the partition directory lock, and this
         // value is the only writer of the file from here on. The map spans
@@ -415,6 +485,7 @@ impl Segment {
             open_files: Some(OpenFiles {
                 log: file,
                 index: index_file,
+                time_index: time_index_file,
             }),
             map,
             size: AtomicUsize::new(valid_size),
@@ -424,6 +495,7 @@ impl Segment {
             synced_allocated_len: AtomicUsize::new(allocated_len),
             low_space_warned: AtomicBool::new(false),
             index: RwLock::new(index),
+            times: RwLock::new(times),
             index_interval_bytes,
             write_lock: Mutex::new(()),
         })
@@ -436,7 +508,7 @@ impl Segment {
         map: SegmentMap,
         size: usize,
         next_offset: u64,
-        index: OffsetIndex,
+        (index, times): (OffsetIndex, TimeIndex),
         index_interval_bytes: u32,
     ) -> Segment {
         Segment {
@@ -451,6 +523,7 @@ impl Segment {
             synced_allocated_len: AtomicUsize::new(size),
             low_space_warned: AtomicBool::new(false),
             index: RwLock::new(index),
+            times: RwLock::new(times),
             index_interval_bytes,
             write_lock: Mutex::new(()),
         }
@@ -483,6 +556,13 @@ impl Segment {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         write_index_file(&self.files.index_path, index.entries())?;
+        let mut times = self
+            .times
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        times.seal(self.next_offset() - self.base_offset);
+        write_time_index_file(&self.files.time_index_path, times.entries())?;
 
         // SAFETY: the file is trimmed to `size` and no one writes to a sealed
         // segment. This value's writable map never touches bytes past `size`
@@ -495,7 +575,7 @@ impl Segment {
             map,
             size,
             self.next_offset(),
-            index,
+            (index, times),
             self.index_interval_bytes,
         ))
     }
@@ -547,16 +627,35 @@ impl Segment {
             .maybe_append(relative_offset, position as u32, self.index_interval_bytes)
             .map(|entry| (entry, index.entries().len() - 1));
         drop(index);
+        let mut times = self.times.write().unwrap_or_else(PoisonError::into_inner);
+        let time_added = times
+            .add_batch(relative_offset, added.is_some(), header.max_timestamp)
+            .map(|entry| (entry, times.entries().len() - 1));
+        drop(times);
 
-        if let (Some((entry, entry_number)), Some(open_files)) = (added, &self.open_files) {
+        // The in-memory indexes are complete and `seal` rewrites the files,
+        // so a failed write of an entry does not fail the append.
+        let Some(open_files) = &self.open_files else {
+            return Ok(());
+        };
+        if let Some((entry, entry_number)) = added {
             let at = (entry_number * INDEX_ENTRY_LEN) as u64;
             if let Err(error) = open_files.index.write_all_at(&encode_entry(&entry), at) {
-                // The in-memory index is complete and `seal` rewrites the
-                // file, so the append itself has not failed.
                 warn!(
                     index = %self.files.index_path.display(),
                     %error,
                     "failed to write offset index entry"
+                );
+            }
+        }
+        if let Some((entry, entry_number)) = time_added {
+            let at = (entry_number * TIME_INDEX_ENTRY_LEN) as u64;
+            let bytes = time_index::encode_entry(&entry);
+            if let Err(error) = open_files.time_index.write_all_at(&bytes, at) {
+                warn!(
+                    index = %self.files.time_index_path.display(),
+                    %error,
+                    "failed to write time index entry"
                 );
             }
         }
@@ -724,6 +823,22 @@ impl Segment {
             .to_vec()
     }
 
+    /// Returns the newest record timestamp of the published batches, or
+    /// `i64::MIN` when there is none.
+    pub(crate) fn newest_timestamp(&self) -> i64 {
+        self.times
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .newest()
+    }
+
+    /// Returns the offset where a search for the first record at or after
+    /// `timestamp_ms` starts: every record below it is older.
+    pub(crate) fn time_search_start(&self, timestamp_ms: i64) -> u64 {
+        let times = self.times.read().unwrap_or_else(PoisonError::into_inner);
+        self.base_offset + u64::from(times.search_start(timestamp_ms))
+    }
+
     pub(crate) fn info(&self) -> SegmentInfo {
         SegmentInfo {
             base_offset: self.base_offset,
@@ -752,18 +867,6 @@ fn next_allocation_len(allocated: usize, needed: usize, capacity: usize) -> usiz
         .max(INITIAL_ALLOCATION_BYTES)
         .max(needed)
         .min(capacity)
-}
-
-impl SegmentFiles {
-    /// Returns the paths of the segment with `base_offset` in `dir`.
-    pub(crate) fn in_dir(dir: &Path, base_offset: u64) -> SegmentFiles {
-        use super::reader::{segment_file_name, INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX};
-        SegmentFiles {
-            base_offset,
-            log_path: dir.join(segment_file_name(base_offset, LOG_FILE_SUFFIX)),
-            index_path: dir.join(segment_file_name(base_offset, INDEX_FILE_SUFFIX)),
-        }
-    }
 }
 
 /// Logs what recovery did to the active segment of `dir`: at `info` when it

@@ -10,6 +10,7 @@
 //! segment_base u64      base offset of the segment the checkpoint is in
 //! position u64          end of the last batch covered, in that segment
 //! next_offset u64       offset after that batch
+//! newest_timestamp i64  newest record timestamp in that segment up to there
 //! epoch_count u32, then (epoch u32, start_offset u64) per leader epoch
 //! producer_count u32, then per producer:
 //!   producer_id i64, batch_count u8,
@@ -47,6 +48,9 @@ pub(crate) struct Checkpoint {
     pub(crate) segment_base: u64,
     pub(crate) position: u64,
     pub(crate) next_offset: u64,
+    /// Newest record timestamp of the segment's batches below `position`,
+    /// or `i64::MIN`. The time index of the active segment starts from it.
+    pub(crate) newest_timestamp: i64,
     pub(crate) epochs: EpochHistory,
     pub(crate) producers: ProducerTable,
 }
@@ -58,6 +62,7 @@ impl Checkpoint {
         out.extend_from_slice(&self.segment_base.to_be_bytes());
         out.extend_from_slice(&self.position.to_be_bytes());
         out.extend_from_slice(&self.next_offset.to_be_bytes());
+        out.extend_from_slice(&self.newest_timestamp.to_be_bytes());
         let starts = self.epochs.starts();
         out.extend_from_slice(&(starts.len() as u32).to_be_bytes());
         for (epoch, start) in starts {
@@ -94,6 +99,7 @@ impl Checkpoint {
         let segment_base = reader.u64()?;
         let position = reader.u64()?;
         let next_offset = reader.u64()?;
+        let newest_timestamp = reader.u64()? as i64;
         let mut starts = Vec::new();
         for _ in 0..reader.u32()? {
             starts.push((reader.u32()?, reader.u64()?));
@@ -118,6 +124,7 @@ impl Checkpoint {
             segment_base,
             position,
             next_offset,
+            newest_timestamp,
             epochs: EpochHistory::from_starts(&starts),
             producers: ProducerTable::from_entries(producers),
         })
@@ -169,6 +176,7 @@ impl PartitionLog {
                 segment_base: segment.base_offset(),
                 position: segment.size() as u64,
                 next_offset: segment.next_offset(),
+                newest_timestamp: segment.newest_timestamp(),
                 epochs: writer.epochs.clone(),
                 producers: writer.producers.clone(),
             };
@@ -286,6 +294,7 @@ mod tests {
             segment_base: 100,
             position: 4096,
             next_offset: 180,
+            newest_timestamp: 1_700_000_000_000,
             epochs: EpochHistory::from_starts(&[(0, 0), (3, 150)]),
             producers,
         };

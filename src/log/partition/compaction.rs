@@ -38,7 +38,9 @@ use tracing::{info, warn};
 use super::truncate::remove_file;
 use super::PartitionLog;
 use crate::log::batch::{decode_batch, encode_compacted, RecordBatch};
-use crate::log::files::{io_error, sync_dir, write_index_file};
+use crate::log::files::{
+    io_error, remove_segment_files, sync_dir, write_index_file, write_time_index_file,
+};
 use crate::log::reader::SegmentFiles;
 use crate::log::scan::scan_batches;
 use crate::log::segment::Segment;
@@ -123,7 +125,6 @@ impl PartitionLog {
         self.finish_group(group, &mut outcome)?;
 
         if outcome.segments_rewritten > 0 {
-            self.newest.clear();
             info!(
                 dir = %self.dir.display(),
                 segments_rewritten = outcome.segments_rewritten,
@@ -186,11 +187,14 @@ impl PartitionLog {
             }
         }
         remove_file(&files.index_path)?;
+        remove_file(&files.time_index_path)?;
         fs::rename(&cleaned, &files.log_path).map_err(io_error(&files.log_path))?;
         write_index_file(&files.index_path, scan.index.entries())?;
+        let mut times = scan.times;
+        times.seal(scan.next_offset - files.base_offset);
+        write_time_index_file(&files.time_index_path, times.entries())?;
         for covered in &group[1..] {
-            remove_file(&covered.files().log_path)?;
-            remove_file(&covered.files().index_path)?;
+            remove_segment_files(covered.files())?;
         }
         sync_dir(&self.dir)?;
         let merged = Arc::new(Segment::open_sealed(files, interval)?);
@@ -384,8 +388,7 @@ pub(crate) fn remove_covered_segment(
         covered_by = %previous.files().log_path.display(),
         "deleting a segment that an interrupted compaction merged into the one before it"
     );
-    remove_file(&files.log_path)?;
-    remove_file(&files.index_path)?;
+    remove_segment_files(files)?;
     Ok(true)
 }
 

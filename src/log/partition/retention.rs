@@ -11,10 +11,8 @@ use std::sync::{Arc, PoisonError};
 
 use tracing::info;
 
-use super::time::newest_timestamp;
-use super::truncate::remove_file;
 use super::PartitionLog;
-use crate::log::files::sync_dir;
+use crate::log::files::{remove_segment_files, sync_dir};
 use crate::log::segment::Segment;
 use crate::log::LogError;
 
@@ -71,7 +69,6 @@ impl PartitionLog {
             let count = deletable(&segments, retention, now_ms, keep_from)?;
             segments.drain(..count).collect::<Vec<Arc<Segment>>>()
         };
-        self.newest.clear();
         let mut outcome = RetentionOutcome {
             log_start_offset: self.log_start_offset(),
             ..RetentionOutcome::default()
@@ -84,8 +81,7 @@ impl PartitionLog {
             outcome.bytes += segment.size() as u64;
             outcome.segments += 1;
             drop(segment);
-            remove_file(&files.log_path)?;
-            remove_file(&files.index_path)?;
+            remove_segment_files(&files)?;
         }
         sync_dir(&self.dir)?;
         info!(
@@ -118,7 +114,7 @@ fn deletable(
             .is_some_and(|max| total.saturating_sub(segment.size() as u64) >= max);
         let too_old = match retention.max_age_ms {
             Some(max_age_ms) => {
-                let newest = newest_timestamp(segment)?;
+                let newest = segment.newest_timestamp();
                 now_ms.saturating_sub(newest) > max_age_ms.min(i64::MAX as u64) as i64
             }
             None => false,

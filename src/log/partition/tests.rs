@@ -903,3 +903,4 @@ fn offset_for_timestamp_with_out_of_order_times() {
 }
 
 mod compaction;
+mod time_index;

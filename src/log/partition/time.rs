@@ -2,25 +2,17 @@
 //! a given time.
 //!
 //! Timestamps need not grow with offsets (a producer's clock may step
-//! back), so a batch is judged by its `max_timestamp`. Every record before
-//! the first batch whose `max_timestamp` reaches the time is older. The
-//! result is the first record of that batch that reaches it. Sealed
-//! segments are skipped by their newest timestamp, computed once from their
-//! batch headers and kept, because they no longer change; the active
-//! segment and the one segment that contains the answer are scanned header
-//! by header.
-
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+//! back), so a segment is skipped when its newest timestamp is below the
+//! time, and the search in a segment starts where its time index says every
+//! record before is older (see `time_index.rs`). From there it walks batch
+//! headers: every record before the first batch whose `max_timestamp`
+//! reaches the time is older, and the result is the first record of that
+//! batch that reaches it.
 
 use super::PartitionLog;
 use crate::log::batch::decode_batch;
 use crate::log::segment::Segment;
 use crate::log::LogError;
-
-/// The newest timestamp of each sealed segment, by base offset.
-#[derive(Debug, Default)]
-pub(crate) struct NewestTimestamps(Mutex<HashMap<u64, i64>>);
 
 /// The result of a lookup by time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,12 +36,11 @@ impl PartitionLog {
         max_offset: u64,
     ) -> Result<Option<TimeLookup>, LogError> {
         let segments = self.read_segments().clone();
-        let last = segments.len().saturating_sub(1);
-        for (index, segment) in segments.iter().enumerate() {
+        for segment in &segments {
             if segment.base_offset() >= max_offset {
                 break;
             }
-            if index < last && self.newest.newest(segment)? < timestamp_ms {
+            if segment.newest_timestamp() < timestamp_ms {
                 continue;
             }
             if let Some(found) = find_in_segment(segment, timestamp_ms, max_offset)? {
@@ -60,49 +51,16 @@ impl PartitionLog {
     }
 }
 
-impl NewestTimestamps {
-    /// Returns the newest timestamp in sealed `segment`, computed on first
-    /// use.
-    fn newest(&self, segment: &Segment) -> Result<i64, LogError> {
-        let base_offset = segment.base_offset();
-        if let Some(&newest) = self.lock().get(&base_offset) {
-            return Ok(newest);
-        }
-        let newest = newest_timestamp(segment)?;
-        self.lock().insert(base_offset, newest);
-        Ok(newest)
-    }
-
-    /// Forgets every segment, after segments were cut or deleted.
-    pub(crate) fn clear(&self) {
-        self.lock().clear();
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, i64>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Returns the largest record timestamp in `segment`, from its batch
-/// headers.
-pub(crate) fn newest_timestamp(segment: &Segment) -> Result<i64, LogError> {
-    let bytes = segment.bytes();
-    let mut position = 0;
-    let mut newest = i64::MIN;
-    while let Some(header) = segment.header_at(bytes, position)? {
-        newest = newest.max(header.max_timestamp);
-        position += header.total_len();
-    }
-    Ok(newest)
-}
-
 fn find_in_segment(
     segment: &Segment,
     timestamp_ms: i64,
     max_offset: u64,
 ) -> Result<Option<TimeLookup>, LogError> {
+    let start = segment.time_search_start(timestamp_ms);
+    let Some(mut position) = segment.find_batch(start)? else {
+        return Ok(None);
+    };
     let bytes = segment.bytes();
-    let mut position = 0;
     while let Some(header) = segment.header_at(bytes, position)? {
         if header.base_offset >= max_offset {
             return Ok(None);

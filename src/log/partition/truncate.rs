@@ -11,7 +11,7 @@ use tracing::{error, info};
 
 use super::fold::Fold;
 use super::PartitionLog;
-use crate::log::files::sync_dir;
+use crate::log::files::{remove_segment_files, sync_dir};
 use crate::log::segment::Segment;
 use crate::log::LogError;
 
@@ -90,7 +90,6 @@ impl PartitionLog {
             .find_map(|s| s.last_header())
             .map_or(0, |h| h.leader_epoch);
         writer.epochs.truncate(end_offset);
-        self.newest.clear();
         match Fold::default().run(&segments) {
             Ok((_, producers)) => writer.producers = producers,
             // Only a corrupt header fails the walk, and the log refuses
@@ -130,8 +129,7 @@ impl PartitionLog {
             };
             let files = segment.files().clone();
             drop(segment);
-            remove_file(&files.log_path)?;
-            remove_file(&files.index_path)?;
+            remove_segment_files(&files)?;
             removed += 1;
         }
 

@@ -149,7 +149,7 @@ fn verify_batches(
                 }
             }
         };
-        check_header(&header, next_offset, *leader_epoch, path, position, totals);
+        let follows = check_header(&header, next_offset, *leader_epoch, path, position, totals);
 
         spans.insert(
             position,
@@ -161,7 +161,11 @@ fn verify_batches(
         // After a base offset that does not follow, the batch is assumed to
         // hold the offsets it should: a damaged base offset (outside the CRC)
         // is then one problem and not one per later batch.
-        next_offset = header.next_offset();
+        next_offset = if follows {
+            header.next_offset()
+        } else {
+            next_offset + (header.next_offset() - header.base_offset)
+        };
         *leader_epoch = (*leader_epoch).max(header.leader_epoch);
     }
 
@@ -183,9 +187,10 @@ fn check_header(
     path: &Path,
     position: u64,
     totals: &mut Totals,
-) {
-    if let Err(message) = header.check_follows(expected_offset) {
-        report(totals, path, position, &message);
+) -> bool {
+    let follows = header.check_follows(expected_offset);
+    if let Err(message) = &follows {
+        report(totals, path, position, message);
     }
     if header.leader_epoch < leader_epoch {
         let message = format!(
@@ -194,6 +199,7 @@ fn check_header(
         );
         report(totals, path, position, &message);
     }
+    follows.is_ok()
 }
 
 fn verify_index(

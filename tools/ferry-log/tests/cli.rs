@@ -165,7 +165,7 @@ fn verify_reports_damaged_base_offset() {
     let output = ferry_log(&["verify", dir.path().to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let expected = format!(
-        "{}:0: batch base offset 4294967296 does not follow the previous batch, expected 0",
+        "{}:0: base offset 4294967296 does not follow the previous batch, expected 0",
         segments[0].path.display()
     );
     assert!(stdout(&output).contains(&expected), "{}", describe(&output));

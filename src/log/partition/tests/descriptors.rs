@@ -9,8 +9,8 @@ use super::*;
 use crate::log::reader::{segment_file_name, INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX};
 
 /// Descriptors a partition keeps open: `.lock`, and the active segment's
-/// `.log` and `.index`.
-const PARTITION_DESCRIPTORS: usize = 3;
+/// `.log`, `.index` and `.timeindex`.
+const PARTITION_DESCRIPTORS: usize = 4;
 
 /// Returns the targets of this process's open file descriptors.
 fn open_descriptors() -> Vec<PathBuf> {
