@@ -43,8 +43,9 @@ pub use batch::{
     BatchHeader, ProducerInfo, RecordBatch, ATTRIBUTE_COMPACTED,
 };
 pub use partition::{
-    AppendInfo, Compaction, CompactionOutcome, PartitionLog, ProducerBatch, Retention,
-    RetentionOutcome, SegmentInfo, TimeLookup, CHECKPOINT_FILE_NAME, LOCK_FILE_NAME,
+    preview_recovery, AppendInfo, Compaction, CompactionOutcome, PartitionLog, ProducerBatch,
+    RecoveryPreview, Retention, RetentionOutcome, SegmentInfo, TimeLookup, CHECKPOINT_FILE_NAME,
+    LOCK_FILE_NAME,
 };
 pub use record::Record;
 

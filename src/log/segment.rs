@@ -171,6 +171,51 @@ fn time_entries_below(files: &SegmentFiles, next_offset: u64) -> Vec<time_index:
     }
 }
 
+/// Scans `bytes`, the contents of the active segment `files`, as
+/// [`Segment::recover`] does, and returns the scan and what recovery keeps
+/// and drops. Changes no file.
+pub(crate) fn scan_for_recovery(
+    files: &SegmentFiles,
+    bytes: &[u8],
+    min_leader_epoch: u32,
+    index_interval_bytes: u32,
+    resume: Option<Resume>,
+) -> (Scan, Recovery) {
+    let start = resume.and_then(|resume| resume_scan(files, bytes, resume));
+    let resumed = start.is_some();
+    let scanned_from = start.as_ref().map_or(0, |start| start.valid_size);
+    let mut scan = match start {
+        Some(start) => scan_batches_from(
+            bytes,
+            files.base_offset,
+            min_leader_epoch,
+            index_interval_bytes,
+            start,
+        ),
+        None => scan_batches(
+            bytes,
+            files.base_offset,
+            min_leader_epoch,
+            index_interval_bytes,
+        ),
+    };
+    let dropped_bytes = bytes[scan.valid_size..]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1);
+    let recovery = Recovery {
+        resumed,
+        scanned_from,
+        valid_size: scan.valid_size,
+        file_len: bytes.len(),
+        dropped_bytes,
+        invalid_reason: scan.invalid_reason.take(),
+        last_leader_epoch: scan.last_leader_epoch,
+        next_offset: scan.next_offset,
+    };
+    (scan, recovery)
+}
+
 /// Outcome of recovering the active segment.
 #[derive(Debug)]
 pub(crate) struct Recovery {
@@ -180,6 +225,10 @@ pub(crate) struct Recovery {
     pub(crate) scanned_from: usize,
     /// End of the last valid batch.
     pub(crate) valid_size: usize,
+    /// Length of the file before recovery.
+    pub(crate) file_len: usize,
+    /// Offset after the last valid batch.
+    pub(crate) next_offset: u64,
     /// Bytes from `valid_size` to the last non-zero byte of the file, which
     /// recovery turns into zeros. Besides a torn or invalid batch, these can
     /// be stray bytes after the zero `batch_length` that ended the scan.
@@ -247,41 +296,15 @@ impl Segment {
         // value maps this file until `activate` below, after this map is
         // dropped. See `SegmentMap::read_only`.
         let map = unsafe { SegmentMap::read_only(&file) }.map_err(io_error(&files.log_path))?;
-        let bytes = map.whole();
-
-        let start = resume.and_then(|resume| resume_scan(&files, bytes, resume));
-        let resumed = start.is_some();
-        let scanned_from = start.as_ref().map_or(0, |start| start.valid_size);
-        let scan = match start {
-            Some(start) => scan_batches_from(
-                bytes,
-                files.base_offset,
-                min_leader_epoch,
-                index_interval_bytes,
-                start,
-            ),
-            None => scan_batches(
-                bytes,
-                files.base_offset,
-                min_leader_epoch,
-                index_interval_bytes,
-            ),
-        };
-        let dropped_bytes = bytes[scan.valid_size..]
-            .iter()
-            .rposition(|&b| b != 0)
-            .map_or(0, |last| last + 1);
-        let recovery = Recovery {
-            resumed,
-            scanned_from,
-            valid_size: scan.valid_size,
-            dropped_bytes,
-            invalid_reason: scan.invalid_reason,
-            last_leader_epoch: scan.last_leader_epoch,
-        };
+        let (scan, recovery) = scan_for_recovery(
+            &files,
+            map.whole(),
+            min_leader_epoch,
+            index_interval_bytes,
+            resume,
+        );
         drop(map);
         drop(file);
-
         let capacity = min_capacity.max(recovery.valid_size as u64);
         let segment = Segment::activate(
             files,

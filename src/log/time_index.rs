@@ -11,8 +11,8 @@
 //! at `r`. The log considers an entry each time the offset index gets one,
 //! for the same batch, and adds it when the newest timestamp rose since the
 //! previous entry. Sealing does the same with the segment's end as `r`, so
-//! the last entry of a sealed segment holds its newest timestamp and tells
-//! whether any record in it reaches a given time.
+//! the last entry of a sealed segment contains its newest timestamp and
+//! shows whether any record in it reaches a given time.
 //!
 //! A lookup of time `t` starts at the `r` of the last entry whose `T` is
 //! below `t`: every record before it is older than `t`. That is correct with
@@ -100,7 +100,7 @@ impl TimeIndex {
 
     /// Takes in the next batch of the segment, which starts at
     /// `relative_offset` and whose newest record is `max_timestamp`.
-    /// `indexed` says whether the offset index added an entry for it. When
+    /// `indexed` is whether the offset index added an entry for it. When
     /// it did and the newest timestamp rose since the last entry, adds an
     /// entry for the batches before this one and returns it.
     pub(crate) fn add_batch(
@@ -295,7 +295,7 @@ mod tests {
         }
 
         /// Every entry keeps its promise for any order of timestamps, and
-        /// a search that starts where the index says finds the same first
+        /// a search that starts where the index points finds the same first
         /// record as a search from the start.
         #[test]
         fn promises_hold_with_any_timestamps(

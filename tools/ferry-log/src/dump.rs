@@ -3,6 +3,8 @@
 //! Text output has one `batch` line per batch and one indented `record` line
 //! per record. JSON output has one object per batch and line. Byte fields
 //! print as UTF-8 text when they are valid UTF-8 and as base64 otherwise.
+//! Values, and the values of record headers, print only with
+//! `--print-values`; otherwise a record shows the size of its value.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -25,6 +27,8 @@ pub struct Filter {
     pub from_time: Option<i64>,
     /// Print only records with this key.
     pub key: Option<String>,
+    /// Print values and header values, not only their sizes.
+    pub print_values: bool,
 }
 
 /// Prints the partition in `dir` as `filter` selects. Problems go to
@@ -105,10 +109,16 @@ pub fn dump_partition(dir: &Path, filter: &Filter, json: bool) -> Result<bool> {
                 }
             }
             if json {
-                let object = batch_json(dir, &segment_name, raw.position, &batch);
+                let object = batch_json(
+                    dir,
+                    &segment_name,
+                    raw.position,
+                    &batch,
+                    filter.print_values,
+                );
                 writeln!(out, "{object}")?;
             } else {
-                write_batch_text(&mut out, raw.position, &batch)?;
+                write_batch_text(&mut out, raw.position, &batch, filter.print_values)?;
             }
         }
     }
@@ -116,7 +126,12 @@ pub fn dump_partition(dir: &Path, filter: &Filter, json: bool) -> Result<bool> {
     Ok(clean)
 }
 
-fn write_batch_text(out: &mut impl Write, position: u64, batch: &RecordBatch) -> io::Result<()> {
+fn write_batch_text(
+    out: &mut impl Write,
+    position: u64,
+    batch: &RecordBatch,
+    print_values: bool,
+) -> io::Result<()> {
     let h = &batch.header;
     writeln!(
         out,
@@ -138,15 +153,10 @@ fn write_batch_text(out: &mut impl Write, position: u64, batch: &RecordBatch) ->
         h.record_count,
     )?;
     for record in &batch.records {
-        let headers: Vec<String> = record
-            .headers
-            .iter()
-            .map(|(name, value)| format!("{name:?}: {}", bytes_text(Some(value))))
-            .collect();
-        writeln!(
+        write!(
             out,
             "  record offset={} timestamp={} attributes={} ttl_ms={} key={} routing_key={} \
-             producer={} value={} headers={{{}}}",
+             producer={}",
             record.offset,
             record.timestamp_ms,
             record.attributes,
@@ -154,9 +164,24 @@ fn write_batch_text(out: &mut impl Write, position: u64, batch: &RecordBatch) ->
             bytes_text(record.key.as_ref()),
             bytes_text(record.routing_key.as_ref()),
             bytes_text(record.producer.as_ref()),
-            bytes_text(record.value.as_ref()),
-            headers.join(", "),
         )?;
+        if print_values {
+            let headers: Vec<String> = record
+                .headers
+                .iter()
+                .map(|(name, value)| format!("{name:?}: {}", bytes_text(Some(value))))
+                .collect();
+            let value = bytes_text(record.value.as_ref());
+            writeln!(out, " value={value} headers={{{}}}", headers.join(", "))?;
+        } else {
+            let names: Vec<String> = record
+                .headers
+                .iter()
+                .map(|(name, _)| format!("{name:?}"))
+                .collect();
+            let size = value_size(record);
+            writeln!(out, " value_size={size} headers=[{}]", names.join(", "))?;
+        }
     }
     Ok(())
 }
@@ -172,13 +197,32 @@ fn bytes_text(bytes: Option<&Bytes>) -> String {
     }
 }
 
-fn batch_json(dir: &Path, segment: &str, position: u64, batch: &RecordBatch) -> Value {
+/// Returns the value's size as text: `null` for no value (a tombstone).
+fn value_size(record: &Record) -> String {
+    record
+        .value
+        .as_ref()
+        .map_or_else(|| "null".to_owned(), |v| v.len().to_string())
+}
+
+fn batch_json(
+    dir: &Path,
+    segment: &str,
+    position: u64,
+    batch: &RecordBatch,
+    print_values: bool,
+) -> Value {
+    let records: Vec<Value> = batch
+        .records
+        .iter()
+        .map(|record| record_json(record, print_values))
+        .collect();
     json!({
         "partition": dir.display().to_string(),
         "segment": segment,
         "position": position,
         "header": header_json(&batch.header),
-        "records": batch.records.iter().map(record_json).collect::<Vec<_>>(),
+        "records": records,
     })
 }
 
@@ -201,13 +245,21 @@ fn header_json(h: &BatchHeader) -> Value {
     })
 }
 
-fn record_json(record: &Record) -> Value {
+/// A record as JSON. Without `print_values`, `value` is replaced by
+/// `value_size` (null for no value) and headers keep only their names.
+fn record_json(record: &Record, print_values: bool) -> Value {
     let headers: Vec<Value> = record
         .headers
         .iter()
-        .map(|(name, value)| json!({ "key": name, "value": bytes_json(Some(value)) }))
+        .map(|(name, value)| {
+            if print_values {
+                json!({ "key": name, "value": bytes_json(Some(value)) })
+            } else {
+                json!({ "key": name, "value_size": value.len() })
+            }
+        })
         .collect();
-    json!({
+    let mut object = json!({
         "offset": record.offset,
         "timestamp_ms": record.timestamp_ms,
         "attributes": record.attributes,
@@ -215,9 +267,14 @@ fn record_json(record: &Record) -> Value {
         "key": bytes_json(record.key.as_ref()),
         "routing_key": bytes_json(record.routing_key.as_ref()),
         "producer": bytes_json(record.producer.as_ref()),
-        "value": bytes_json(record.value.as_ref()),
         "headers": headers,
-    })
+    });
+    if print_values {
+        object["value"] = bytes_json(record.value.as_ref());
+    } else {
+        object["value_size"] = json!(record.value.as_ref().map(|v| v.len()));
+    }
+    object
 }
 
 /// Formats a byte field as `null`, `{"utf8": ...}` or `{"base64": ...}`.

@@ -4,11 +4,13 @@
 //! `PartitionLog::open` (which recovers and so modifies the active segment),
 //! so the tool is safe to run on the data directory of a live broker. On a
 //! live directory the batch being written at that moment can show up as a
-//! CRC mismatch or a batch that extends past the end of the file.
+//! CRC mismatch or a batch that extends past the end of the file. The one
+//! exception is `recover --apply`, which opens the partition as the broker
+//! does and so needs the broker stopped.
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -17,6 +19,9 @@ use clap::{Parser, Subcommand};
 use ferry::log::reader::parse_log_file_name;
 
 mod dump;
+mod index;
+mod indexes;
+mod recover;
 mod stats;
 mod verify;
 
@@ -54,6 +59,10 @@ enum Command {
         /// Print only records with this key.
         #[arg(long)]
         key: Option<String>,
+        /// Print record values and header values; without it a record
+        /// shows only the size of its value.
+        #[arg(long)]
+        print_values: bool,
     },
     /// Summarize each partition under DIR: segments, bytes, batches,
     /// records, offsets and time range.
@@ -64,12 +73,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check CRCs, offset order and continuity, leader epochs and index
-    /// entries. Exits with status 1 if any problem is found.
+    /// Check CRCs, offset order and continuity, leader epochs and the
+    /// offset and time indexes. Exits with status 1 if any problem is found.
     Verify {
         /// Partition directories, or directories searched for them.
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
+    },
+    /// Print the offset and time index entries of each segment and check
+    /// them against its batches. Exits with status 1 if any is wrong.
+    Index {
+        /// Partition directory, or a directory searched for them.
+        dir: PathBuf,
+    },
+    /// Report what opening each partition would cut from its active
+    /// segment after a crash. Exits with status 1 if it would drop data.
+    Recover {
+        /// Partition directory, or a directory searched for them.
+        dir: PathBuf,
+        /// Make the cut: open and close each partition that needs it, as
+        /// the broker would. The broker must be stopped.
+        #[arg(long)]
+        apply: bool,
     },
 }
 
@@ -95,11 +120,13 @@ fn run(cli: Cli) -> Result<bool> {
             from_offset,
             from_time,
             key,
+            print_values,
         } => {
             let filter = dump::Filter {
                 from_offset,
                 from_time,
                 key,
+                print_values,
             };
             let partitions = find_partitions(&dir)?;
             let mut clean = true;
@@ -137,6 +164,24 @@ fn run(cli: Cli) -> Result<bool> {
             }
             println!("{totals}");
             Ok(totals.problems == 0)
+        }
+        Command::Index { dir } => {
+            let stdout = io::stdout();
+            let mut out = io::BufWriter::new(stdout.lock());
+            let mut problems = 0;
+            for partition in find_partitions(&dir)? {
+                problems += index::index_partition(&partition, &mut out)?;
+            }
+            writeln!(out, "{problems} problems")?;
+            out.flush()?;
+            Ok(problems == 0)
+        }
+        Command::Recover { dir, apply } => {
+            let mut clean = true;
+            for partition in find_partitions(&dir)? {
+                clean &= recover::recover_partition(&partition, apply)?;
+            }
+            Ok(clean)
         }
     }
 }

@@ -11,17 +11,15 @@
 //! - a segment other than the last has no bytes after its data;
 //! - the segment starts where the previous segment ended.
 //!
-//! Checks per index entry: both columns rise strictly, and the position is
-//! the start of a batch that contains the entry's offset.
+//! The offset and time indexes are checked as `indexes.rs` describes.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::fs;
 use std::path::Path;
 
-use ferry::log::index::{decode_entries, IndexEntry, INDEX_ENTRY_LEN};
 use ferry::log::reader::{list_segments, SegmentFiles, SegmentReader};
 use ferry::log::{decode_batch, decode_header, BatchHeader};
+
+use crate::indexes::{self, BatchSpan, Problem, Spans};
 
 /// Counts over everything verified.
 #[derive(Debug, Default)]
@@ -49,13 +47,6 @@ impl fmt::Display for Totals {
             self.partitions, self.segments, self.batches, self.problems
         )
     }
-}
-
-/// Offset range of a batch, keyed in a map by its byte position.
-#[derive(Debug, Clone, Copy)]
-struct BatchSpan {
-    base_offset: u64,
-    last_offset: u64,
 }
 
 /// Verifies the partition in `dir`, printing each problem to stdout.
@@ -92,15 +83,23 @@ pub fn verify_partition(dir: &Path) -> Totals {
             }
         }
 
-        // The index is read before the batches, so that on a live partition
-        // every entry in it refers to a batch that the scan reaches.
-        let index = read_index(segment);
+        // The indexes are read before the batches, so that on a live
+        // partition every entry in them refers to a batch that the scan
+        // reaches.
+        let offset_index = indexes::read_offset_index(segment);
+        let time_index = indexes::read_time_index(segment);
         let is_last = i + 1 == segments.len();
         let (next_offset, spans) = verify_batches(segment, is_last, &mut leader_epoch, &mut totals);
-        match index {
-            Ok(entries) => verify_index(segment, &entries, &spans, &mut totals),
-            Err(message) => report(&mut totals, &segment.index_path, 0, &message),
-        }
+        let problems = match offset_index {
+            Ok(entries) => indexes::check_offset_index(segment, &entries, &spans),
+            Err(problem) => vec![problem],
+        };
+        report_all(&mut totals, problems);
+        let problems = match time_index {
+            Ok(entries) => indexes::check_time_index(segment, &entries, &spans, !is_last),
+            Err(problem) => vec![problem],
+        };
+        report_all(&mut totals, problems);
         expected_offset = Some(next_offset);
     }
     totals
@@ -113,9 +112,9 @@ fn verify_batches(
     is_last: bool,
     leader_epoch: &mut u32,
     totals: &mut Totals,
-) -> (u64, BTreeMap<u64, BatchSpan>) {
+) -> (u64, Spans) {
     let path = &segment.log_path;
-    let mut spans = BTreeMap::new();
+    let mut spans = Spans::new();
     let mut next_offset = segment.base_offset;
     let mut reader = match SegmentReader::open(path) {
         Ok(reader) => reader,
@@ -156,6 +155,7 @@ fn verify_batches(
             BatchSpan {
                 base_offset: header.base_offset,
                 last_offset: header.last_offset(),
+                max_timestamp: header.max_timestamp,
             },
         );
         // After a base offset that does not follow, the batch is assumed to
@@ -202,49 +202,11 @@ fn check_header(
     follows.is_ok()
 }
 
-fn verify_index(
-    segment: &SegmentFiles,
-    entries: &[IndexEntry],
-    spans: &BTreeMap<u64, BatchSpan>,
-    totals: &mut Totals,
-) {
-    let path = &segment.index_path;
-    for (n, entry) in entries.iter().enumerate() {
-        let at = (n * INDEX_ENTRY_LEN) as u64;
-        if n > 0 {
-            let previous = entries[n - 1];
-            if entry.relative_offset <= previous.relative_offset
-                || entry.position <= previous.position
-            {
-                report(
-                    totals,
-                    path,
-                    at,
-                    &format!("index entry {n} is not above the previous entry"),
-                );
-            }
-        }
-
-        let offset = segment.base_offset + u64::from(entry.relative_offset);
-        let message = match spans.get(&u64::from(entry.position)) {
-            None => format!(
-                "index entry {n} (offset {offset}) points at byte {} of the .log file, which is \
-                 not the start of a batch",
-                entry.position
-            ),
-            Some(span) if !(span.base_offset..=span.last_offset).contains(&offset) => format!(
-                "index entry {n} (offset {offset}) points at the batch with offsets {} to {}",
-                span.base_offset, span.last_offset
-            ),
-            Some(_) => continue,
-        };
-        report(totals, path, at, &message);
+fn report_all(totals: &mut Totals, problems: Vec<Problem>) {
+    for problem in problems {
+        totals.problems += 1;
+        println!("{problem}");
     }
-}
-
-fn read_index(segment: &SegmentFiles) -> Result<Vec<IndexEntry>, String> {
-    let bytes = fs::read(&segment.index_path).map_err(|err| format!("failed to read: {err}"))?;
-    decode_entries(&bytes).map_err(|err| err.to_string())
 }
 
 fn report(totals: &mut Totals, path: &Path, position: u64, message: &str) {

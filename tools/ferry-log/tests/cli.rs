@@ -247,7 +247,7 @@ fn dump_text_shows_headers_and_records() {
     let dir = tempfile::tempdir().unwrap();
     closed_log(dir.path());
 
-    let output = ferry_log(&["dump", dir.path().to_str().unwrap()]);
+    let output = ferry_log(&["dump", dir.path().to_str().unwrap(), "--print-values"]);
     assert!(output.status.success(), "{}", describe(&output));
     let text = stdout(&output);
     assert!(text.contains("segment 00000000000000000000.log"), "{text}");
@@ -277,6 +277,36 @@ fn dump_text_shows_headers_and_records() {
 }
 
 #[test]
+fn dump_hides_values_without_print_values() {
+    let dir = tempfile::tempdir().unwrap();
+    closed_log(dir.path());
+
+    let output = ferry_log(&["dump", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains(
+            "record offset=0 timestamp=1700000000000 attributes=0 ttl_ms=0 \
+             key=\"key-0\" routing_key=null producer=\"alice\" value_size=9 \
+             headers=[\"trace\"]"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("value-0-0") && !text.contains("t1"),
+        "{text}"
+    );
+
+    let output = ferry_log(&["dump", dir.path().to_str().unwrap(), "--json"]);
+    let first: serde_json::Value =
+        serde_json::from_str(stdout(&output).lines().next().unwrap()).unwrap();
+    let record = &first["records"][0];
+    assert_eq!(record["value_size"], 9);
+    assert_eq!(record["value"], serde_json::Value::Null);
+    assert_eq!(record["headers"][0]["value_size"], 2);
+}
+
+#[test]
 fn dump_json_from_offset() {
     let dir = tempfile::tempdir().unwrap();
     closed_log(dir.path());
@@ -287,6 +317,7 @@ fn dump_json_from_offset() {
         "--json",
         "--from-offset",
         "7",
+        "--print-values",
     ]);
     assert!(output.status.success(), "{}", describe(&output));
     let batches: Vec<serde_json::Value> = stdout(&output)
@@ -318,6 +349,7 @@ fn dump_json_shows_binary_value_as_base64() {
         "--json",
         "--from-offset",
         "1",
+        "--print-values",
     ]);
     assert!(output.status.success(), "{}", describe(&output));
     let first: serde_json::Value =
@@ -394,4 +426,148 @@ fn dump_filters_by_time_and_key() {
     let output = ferry_log(&["dump", path, "--from-time", "1800000000000"]);
     assert!(output.status.success(), "{}", describe(&output));
     assert!(offsets(&output).is_empty());
+}
+
+#[test]
+fn index_prints_and_checks_both_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = closed_log(dir.path());
+
+    let output = ferry_log(&["index", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let text = stdout(&output);
+    assert!(text.ends_with("0 problems\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "segment {} (sealed): ",
+            segments[0].path.display()
+        )),
+        "{text}"
+    );
+    let last = segments.last().unwrap();
+    assert!(
+        text.contains(&format!("segment {} (active): ", last.path.display())),
+        "{text}"
+    );
+    assert!(text.contains("  offset index: "), "{text}");
+    assert!(text.contains("    offset="), "{text}");
+    assert!(text.contains("  time index: "), "{text}");
+    assert!(text.contains("    timestamp="), "{text}");
+
+    // A time index entry that promises too early a time is found, at the
+    // byte of the entry.
+    let time_index = segments[0].path.with_extension("timeindex");
+    let entries = fs::read(&time_index).unwrap();
+    assert!(
+        entries.len() >= 12,
+        "no time index entry in the first segment"
+    );
+    let at = entries.len() - 12;
+    let file = OpenOptions::new().write(true).open(&time_index).unwrap();
+    file.write_all_at(&1_600_000_000_000_i64.to_be_bytes(), at as u64)
+        .unwrap();
+    let output = ferry_log(&["index", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let expected = format!("{}:{at}: ", time_index.display());
+    let text = stdout(&output);
+    assert!(text.contains(&expected), "{text}");
+    assert!(
+        text.contains("but one is at") || text.contains("newest record"),
+        "{text}"
+    );
+
+    // verify finds the same problem.
+    let output = ferry_log(&["verify", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(stdout(&output).contains(&expected), "{}", describe(&output));
+}
+
+#[test]
+fn recover_reports_then_applies_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = closed_log(dir.path());
+    let partition = dir.path().to_str().unwrap();
+
+    let output = ferry_log(&["recover", partition]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains("nothing to cut"),
+        "{}",
+        describe(&output)
+    );
+
+    // Flip a byte in the last batch of the active segment. Recovery trusts
+    // what the recovery checkpoint covers, so it is removed to have the
+    // whole segment scanned.
+    fs::remove_file(dir.path().join(ferry::log::CHECKPOINT_FILE_NAME)).unwrap();
+    let active = segments.last().unwrap();
+    let size = active.size_bytes;
+    let file = OpenOptions::new().write(true).open(&active.path).unwrap();
+    file.write_all_at(&[0x5a], size - 2).unwrap();
+    let before = fs::read(&active.path).unwrap();
+
+    let output = ferry_log(&["recover", partition]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let text = stdout(&output);
+    assert!(text.contains("scan starts at byte 0"), "{text}");
+    assert!(text.contains("recovery would cut here"), "{text}");
+    assert!(text.contains("--apply"), "{text}");
+    assert_eq!(
+        fs::read(&active.path).unwrap(),
+        before,
+        "the report changed the file"
+    );
+
+    // While a log holds the partition open (here after its own recovery),
+    // --apply refuses to touch it. Stray bytes after the data make the
+    // report ask for a cut.
+    let open = PartitionLog::open(dir.path(), config()).unwrap();
+    let data_end = open.segments().last().unwrap().size_bytes;
+    let file = OpenOptions::new().write(true).open(&active.path).unwrap();
+    file.write_all_at(b"stray", data_end + 100).unwrap();
+    let output = ferry_log(&["recover", partition, "--apply"]);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("stop it and run again"),
+        "{}",
+        describe(&output)
+    );
+    drop(open);
+}
+
+#[test]
+fn recover_apply_cuts_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = closed_log(dir.path());
+    let partition = dir.path().to_str().unwrap();
+    let active = segments.last().unwrap();
+    // A torn write: half a batch after the data.
+    let tail = &fs::read(&active.path).unwrap()[..40];
+    let file = OpenOptions::new().write(true).open(&active.path).unwrap();
+    file.write_all_at(tail, active.size_bytes).unwrap();
+    drop(file);
+
+    let output = ferry_log(&["recover", partition, "--apply"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!(
+            "{}:{}: recovery would cut here",
+            active.path.display(),
+            active.size_bytes
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "applied: the log ends before offset {}",
+            active.next_offset
+        )),
+        "{text}"
+    );
+
+    let output = ferry_log(&["recover", partition]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let output = ferry_log(&["verify", partition]);
+    assert!(output.status.success(), "{}", describe(&output));
 }
