@@ -2,22 +2,21 @@
 //!
 //! A partition is a directory of segments. Each segment is a `.log` file of
 //! record batches named by its base offset, zero-padded to 20 digits, with a
-//! sparse `.index` of the same name. Offsets are dense per partition and
-//! start at 0. Only the last segment (the active one) is written, through a
-//! memory map over a file whose disk space is allocated in growing steps
-//! ahead of the writes. The others are sealed: trimmed to their length,
-//! mapped read-only and closed, so only the active segment and the lock file
-//! hold file descriptors.
+//! sparse `.index` (offset to byte position) and `.timeindex` (time to
+//! offset) of the same name. Offsets are assigned densely per partition from
+//! 0, and only compaction leaves gaps in them. Only the last segment (the
+//! active one) is written, through a memory map over a file whose disk space
+//! is allocated in growing steps ahead of the writes. The others are sealed:
+//! trimmed to their length, mapped read-only and closed, so only the active
+//! segment and the lock file hold file descriptors.
 //!
 //! [`PartitionLog`] is the entry point. It appends batches, reads whole
-//! batches by offset, rolls segments, makes data durable with group commit
-//! ([`PartitionLog::flush_to`]), truncates for replication and recovers a torn
-//! tail on open. The byte layout of every file is specified in
-//! `docs/storage-format.md`, and [`reader`] reads it without a
-//! `PartitionLog`, for tools.
-//!
-//! Not built yet: retention, compaction, a time index, and recovery
-//! checkpoints (recovery scans the whole active segment).
+//! batches by offset or time, rolls segments, makes data durable with group
+//! commit ([`PartitionLog::flush_to`]), truncates for replication, deletes
+//! old segments (retention), compacts keyed logs, writes recovery
+//! checkpoints and, on open, recovers a torn tail from the last checkpoint.
+//! The byte layout of every file is specified in `docs/storage-format.md`,
+//! and [`reader`] reads it without a `PartitionLog`, for tools.
 
 #![warn(missing_docs)]
 
