@@ -92,6 +92,12 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRY_JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
 
+    /// MySQL or MariaDB database to mirror the logs into,
+    /// mysql://user:password@host:port/database. Without it there is no
+    /// mirror. In a cluster, one of the brokers given a URL runs it.
+    #[arg(long, env = "FERRY_MYSQL_URL")]
+    pub mysql_url: Option<String>,
+
     /// ZooKeeper servers, host:port[,host:port]; turns on clustering.
     /// Without it the broker runs alone.
     #[arg(long, env = "FERRY_ZOOKEEPER", help_heading = "Cluster")]
@@ -153,6 +159,7 @@ struct FileConfig {
     token_ttl_secs: Option<u64>,
     password_iterations: Option<u32>,
     jwt_secret_file: Option<PathBuf>,
+    mysql_url: Option<String>,
     zookeeper: Option<String>,
     zookeeper_root: Option<String>,
     zookeeper_session_timeout_ms: Option<u64>,
@@ -206,6 +213,8 @@ pub struct Config {
     pub password_iterations: u32,
     /// Signing secret file; `None` means generated into the data directory.
     pub jwt_secret_file: Option<PathBuf>,
+    /// Database of the MySQL mirror; `None` runs no mirror.
+    pub mysql_url: Option<String>,
     /// Cluster settings; `None` runs a single broker.
     pub cluster: Option<ClusterConfig>,
 }
@@ -425,6 +434,7 @@ impl ServeArgs {
                 .or(file.password_iterations)
                 .unwrap_or(100_000),
             jwt_secret_file: self.jwt_secret_file.clone().or(file.jwt_secret_file),
+            mysql_url: self.mysql_url.clone().or(file.mysql_url),
             cluster,
         };
         config.validate()?;
@@ -513,6 +523,14 @@ impl ServeArgs {
 
 impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.mysql_url {
+            if let Err(err) = mysql_async::Opts::from_url(url) {
+                return Err(ConfigError::InvalidValue {
+                    setting: "mysql_url",
+                    message: format!("{err}; expected mysql://user:password@host:port/database"),
+                });
+            }
+        }
         if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.insecure {
             return Err(ConfigError::InsecureListener {
                 listen: self.listen,

@@ -10,4 +10,5 @@ pub mod cluster;
 pub mod config;
 pub mod log;
 pub mod meta;
+pub mod mirror;
 pub mod server;

@@ -17,11 +17,13 @@ use tracing::{debug, info, warn};
 
 use crate::api;
 use crate::broker::Broker;
+use crate::cluster::mirror_source::ClusterSource;
 use crate::cluster::rpc::{self, RpcState};
 use crate::cluster::secret::ClusterSecret;
 use crate::cluster::state::BrokerInfo;
 use crate::cluster::Cluster;
 use crate::config::{ClusterConfig, Config, TlsFiles};
+use crate::mirror::{self, BrokerSource, MirrorLock, MirrorStatus};
 
 /// How long a client may take to send a request's headers, also the idle
 /// time allowed between requests on a kept-alive connection.
@@ -54,6 +56,7 @@ pub struct Server {
     broker: Arc<Broker>,
     tls: Option<TlsAcceptor>,
     cluster: Option<ClusterParts>,
+    mirror: Option<Arc<MirrorStatus>>,
 }
 
 /// The cluster side of a running broker.
@@ -79,12 +82,24 @@ impl Server {
             Some(settings) => Some(join_cluster(&config, settings, &broker).await?),
             None => None,
         };
+        let mirror = config.mysql_url.clone().map(|url| match &cluster {
+            None => mirror::start(BrokerSource::new(&broker), url, MirrorLock::Alone),
+            Some(parts) => mirror::start(
+                ClusterSource::new(&parts.cluster),
+                url,
+                MirrorLock::Cluster {
+                    view: parts.cluster.coordinator.subscribe(),
+                    me: parts.cluster.broker_id(),
+                },
+            ),
+        });
         Ok(Server {
             config,
             listener,
             broker,
             tls,
             cluster,
+            mirror,
         })
     }
 
@@ -102,8 +117,9 @@ impl Server {
             broker,
             tls,
             cluster,
+            mirror,
         } = self;
-        serve(config, listener, broker, tls, cluster, shutdown).await
+        serve(config, listener, broker, tls, cluster, mirror, shutdown).await
     }
 }
 
@@ -152,11 +168,13 @@ async fn serve(
     broker: Arc<Broker>,
     tls: Option<TlsAcceptor>,
     cluster: Option<ClusterParts>,
+    mirror: Option<Arc<MirrorStatus>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let routes = api::routes(
         Arc::clone(&broker),
         cluster.as_ref().map(|parts| Arc::clone(&parts.cluster)),
+        mirror,
     );
     if let Some(parts) = &cluster {
         let _ = parts.rpc.http.set(api::loopback::handler(routes.clone()));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::broker::Principal;
+use crate::broker::{Broker, Principal};
 use crate::cluster::node::resource_id;
 use crate::cluster::proto::{DescribeLogsRequest, LogStatus};
 use crate::cluster::rpc::describe_local_logs;
@@ -16,6 +16,24 @@ use crate::cluster::Cluster;
 
 /// How long the description waits for each broker's answer.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Returns whether the topic or queue with `id` exists and `principal` may
+/// see it.
+pub fn is_visible(broker: &Broker, id: u64, principal: &Principal) -> bool {
+    broker.with_catalog(|catalog| {
+        catalog
+            .topics()
+            .find(|topic| topic.spec.id == id)
+            .map(|topic| topic.is_visible_to(&principal.username))
+            .or_else(|| {
+                catalog
+                    .queues()
+                    .find(|queue| queue.spec.id == id)
+                    .map(|queue| queue.is_visible_to(&principal.username))
+            })
+            .unwrap_or(false)
+    })
+}
 
 /// Describes the cluster as `principal` may see it: every broker and
 /// resource state, and the partitions of the topics visible to them.
@@ -54,22 +72,7 @@ pub async fn describe(cluster: &Cluster, principal: &Principal) -> Value {
         .collect();
     // Private topics and queues stay hidden from users who cannot see them.
     let visible = |key: &str| -> bool {
-        let Some(id) = resource_id(key) else {
-            return true;
-        };
-        cluster.broker.with_catalog(|catalog| {
-            catalog
-                .topics()
-                .find(|topic| topic.spec.id == id)
-                .map(|topic| topic.is_visible_to(&principal.username))
-                .or_else(|| {
-                    catalog
-                        .queues()
-                        .find(|queue| queue.spec.id == id)
-                        .map(|queue| queue.is_visible_to(&principal.username))
-                })
-                .unwrap_or(false)
-        })
+        resource_id(key).is_none_or(|id| is_visible(&cluster.broker, id, principal))
     };
     let resources: Vec<Value> = view
         .resources

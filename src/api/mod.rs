@@ -35,6 +35,7 @@ use warp::{Filter, Reply};
 use crate::api::error::ApiError;
 use crate::broker::{Acks, Broker, NewMessage, Principal, PublishRequest, PublishResult};
 use crate::cluster::Cluster;
+use crate::mirror::MirrorStatus;
 
 pub use system::Metrics;
 
@@ -55,16 +56,23 @@ pub struct Context {
     pub cluster: Option<Arc<Cluster>>,
     /// Runs a request through these routes; set once they are built.
     pub loopback: Arc<OnceLock<loopback::HttpHandler>>,
+    /// The MySQL mirror's status, when the broker runs with `--mysql-url`.
+    pub mirror: Option<Arc<MirrorStatus>>,
 }
 
 /// Every route of the REST API, with errors mapped to JSON. In a cluster,
 /// requests about a topic or queue that another broker leads go there.
-pub fn routes(broker: Arc<Broker>, cluster: Option<Arc<Cluster>>) -> BoxedFilter<(Response,)> {
+pub fn routes(
+    broker: Arc<Broker>,
+    cluster: Option<Arc<Cluster>>,
+    mirror: Option<Arc<MirrorStatus>>,
+) -> BoxedFilter<(Response,)> {
     let context = Context {
         broker,
         metrics: Arc::new(Metrics::default()),
         cluster: cluster.clone(),
         loopback: Arc::new(OnceLock::new()),
+        mirror,
     };
     let metrics = Arc::clone(&context.metrics);
     let loopback_slot = Arc::clone(&context.loopback);

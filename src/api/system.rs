@@ -88,6 +88,19 @@ impl Metrics {
     }
 }
 
+/// Describes the MySQL mirror for `GET /v1/cluster`: `null` without
+/// `--mysql-url`, else the broker that runs it and, on that broker, its
+/// state and the lag of each log `principal` may see.
+fn mirror_json(context: &Context, principal: &Principal, holder: Option<u32>) -> serde_json::Value {
+    let Some(mirror) = &context.mirror else {
+        return serde_json::Value::Null;
+    };
+    let visible = |id| crate::api::cluster::is_visible(&context.broker, id, principal);
+    let mut description = mirror.describe(visible);
+    description["broker"] = json_value!(holder);
+    description
+}
+
 /// The health, metrics, cluster and API description routes.
 pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
     let health = warp::path!("healthz")
@@ -98,7 +111,11 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_context(context))
         .map(|context: Context| {
-            let mut response = Response::new(context.metrics.render().into());
+            let mut text = context.metrics.render();
+            if let Some(mirror) = &context.mirror {
+                text.push_str(&mirror.render_metrics());
+            }
+            let mut response = Response::new(text.into());
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -112,7 +129,9 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
         .and(authenticated(context))
         .then(|context: Context, principal: Principal| async move {
             if let Some(cluster) = &context.cluster {
-                let description = crate::api::cluster::describe(cluster, &principal).await;
+                let mut description = crate::api::cluster::describe(cluster, &principal).await;
+                let holder = cluster.coordinator.view().mirror;
+                description["mirror"] = mirror_json(&context, &principal, holder);
                 return json(StatusCode::OK, &description);
             }
             let listen = context.broker.config().listen.to_string();
@@ -139,6 +158,7 @@ pub fn routes(context: &Context) -> BoxedFilter<(Response,)> {
                     "brokers": [{ "id": 0, "rest": listen, "grpc": null, "alive": true }],
                     "controller": 0,
                     "partitions": partitions,
+                    "mirror": mirror_json(&context, &principal, Some(0)),
                 }),
             )
         });

@@ -133,7 +133,7 @@ fn format_key(key: &OffsetKey) -> Bytes {
     ))
 }
 
-fn parse_key(bytes: &[u8]) -> Option<OffsetKey> {
+pub(crate) fn parse_key(bytes: &[u8]) -> Option<OffsetKey> {
     let text = std::str::from_utf8(bytes).ok()?;
     let mut parts = text.splitn(3, '/');
     let topic_id = parts.next()?.parse().ok()?;
@@ -146,7 +146,7 @@ fn parse_key(bytes: &[u8]) -> Option<OffsetKey> {
     })
 }
 
-fn parse_offset(bytes: &[u8]) -> Option<u64> {
+pub(crate) fn parse_offset(bytes: &[u8]) -> Option<u64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 

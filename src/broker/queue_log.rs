@@ -29,7 +29,7 @@ use crate::broker::{now_ms, replay, replay_from};
 use crate::log::{ProducerInfo, Record};
 
 /// Key of a queue event record.
-const EVENT_KEY: &[u8] = b"event";
+pub(crate) const EVENT_KEY: &[u8] = b"event";
 /// Key of a snapshot record.
 const SNAPSHOT_KEY: &[u8] = b"snapshot";
 

@@ -8,6 +8,7 @@
 //! standard error and exits with status 1.
 
 mod account;
+pub mod admin;
 mod args;
 mod bench;
 mod bindings;
@@ -162,6 +163,10 @@ pub enum Command {
     /// Measure publish throughput and latency over REST.
     Bench(bench::BenchArgs),
 
+    /// Operate on the broker's surroundings: the MySQL mirror.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+
     /// Open a menu-driven console: accounts, queues, topics, and
     /// subscriptions that deliver while the menu is open.
     Shell,
@@ -208,7 +213,9 @@ pub fn run(connection: ConnectionArgs, command: Command) -> ExitCode {
 
 async fn dispatch(context: &Context, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(_) => unreachable!("main runs `serve` without the client"),
+        Command::Serve(_) | Command::Admin(_) => {
+            unreachable!("main runs `serve` and `admin` without the client")
+        }
         Command::Register(args) => account::register(context, args).await,
         Command::Login(args) => account::login(context, args).await,
         Command::Logout => account::logout(context).await,

@@ -193,6 +193,7 @@ async fn fetch_loop(
                 logs: positions,
                 max_wait_ms: FETCH_WAIT_MS,
                 max_bytes: FETCH_MAX_BYTES,
+                observer: false,
             })
             .await
             .map_err(|status| status.message().to_string())?

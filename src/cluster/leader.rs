@@ -148,18 +148,27 @@ pub async fn handle_fetch(cluster: &Cluster, request: FetchRequest) -> FetchResp
         let Some(log) = logs.get(&position.log) else {
             continue;
         };
-        let end = log.log_end_offset();
+        // An observer reads committed records only.
+        let end = if request.observer {
+            log.high_watermark()
+        } else {
+            log.log_end_offset()
+        };
         if position.fetch_offset > end {
             continue;
         }
-        log.record_follower_offset(request.replica_id, position.fetch_offset);
+        if !request.observer {
+            log.record_follower_offset(request.replica_id, position.fetch_offset);
+        }
         caught_up &= position.fetch_offset >= end;
         reached_hw &= position.fetch_offset >= log.high_watermark();
         has_data |= position.fetch_offset < end;
     }
-    cluster
-        .progress
-        .record(key, request.replica_id, caught_up, reached_hw);
+    if !request.observer {
+        cluster
+            .progress
+            .record(key, request.replica_id, caught_up, reached_hw);
+    }
 
     if !has_data && request.max_wait_ms > 0 && !wakeups.is_empty() {
         let wait = Duration::from_millis(request.max_wait_ms as u64).min(MAX_FETCH_WAIT);
@@ -170,7 +179,14 @@ pub async fn handle_fetch(cluster: &Cluster, request: FetchRequest) -> FetchResp
     let fetched = request
         .logs
         .iter()
-        .map(|position| read_log(logs.get(&position.log), position, max_bytes))
+        .map(|position| {
+            read_log(
+                logs.get(&position.log),
+                position,
+                max_bytes,
+                request.observer,
+            )
+        })
         .collect();
     FetchResponse {
         error: ReplicaError::None as i32,
@@ -182,6 +198,7 @@ fn read_log(
     log: Option<&Arc<DurableLog>>,
     position: &crate::cluster::proto::FetchPosition,
     max_bytes: usize,
+    observer: bool,
 ) -> FetchedLog {
     let mut fetched = FetchedLog {
         log: position.log.clone(),
@@ -199,9 +216,14 @@ fn read_log(
         fetched.error = ReplicaError::OffsetOutOfRange as i32;
         return fetched;
     }
+    let limit = if observer {
+        fetched.high_watermark
+    } else {
+        end
+    };
     match log
         .partition_log()
-        .read_raw(position.fetch_offset, max_bytes, end)
+        .read_raw(position.fetch_offset, max_bytes, limit)
     {
         Ok(batches) => fetched.batches = batches,
         Err(err) => {

@@ -4,6 +4,7 @@
 pub mod controller;
 pub mod follower;
 pub mod leader;
+pub mod mirror_source;
 pub mod node;
 pub mod peers;
 pub mod reassign;

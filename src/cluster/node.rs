@@ -53,7 +53,7 @@ impl Cluster {
         secret: &ClusterSecret,
         me: BrokerInfo,
     ) -> Arc<Cluster> {
-        let coordinator = Coordinator::start(&config, me);
+        let coordinator = Coordinator::start(&config, me, broker.config().mysql_url.is_some());
         let cluster = Arc::new(Cluster {
             broker: Arc::clone(&broker),
             config,

@@ -71,6 +71,8 @@ pub struct ClusterView {
     pub brokers: BTreeMap<BrokerId, BrokerInfo>,
     /// The controller's id, if one is elected.
     pub controller: Option<BrokerId>,
+    /// The broker that runs the MySQL mirror, if one holds the lock.
+    pub mirror: Option<BrokerId>,
     /// Every resource by its ZooKeeper key.
     pub resources: BTreeMap<String, Versioned<ResourceState>>,
     /// Whether this broker has a live ZooKeeper session; without one it

@@ -27,6 +27,8 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 pub struct Coordinator {
     root: String,
     me: BrokerInfo,
+    /// Whether this broker competes for the mirror lock (`--mysql-url`).
+    mirror_candidate: bool,
     session_timeout: Duration,
     hosts: String,
     client: RwLock<Option<zk::Client>>,
@@ -81,10 +83,15 @@ pub async fn verify_secret(config: &ClusterConfig, verifier: &str) -> Result<(),
 impl Coordinator {
     /// Starts the session task. The returned coordinator reports
     /// `connected = false` in its view until the first session is set up.
-    pub fn start(config: &ClusterConfig, me: BrokerInfo) -> Arc<Coordinator> {
+    pub fn start(
+        config: &ClusterConfig,
+        me: BrokerInfo,
+        mirror_candidate: bool,
+    ) -> Arc<Coordinator> {
         let coordinator = Arc::new(Coordinator {
             root: config.zookeeper_root.clone(),
             me,
+            mirror_candidate,
             session_timeout: config.session_timeout,
             hosts: config.zookeeper.clone(),
             client: RwLock::new(None),
@@ -244,6 +251,7 @@ impl Coordinator {
         self.register(client).await?;
         *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
         self.elect_controller(client).await?;
+        self.elect_mirror(client).await?;
         self.publish(self.read_all(client).await?);
 
         loop {
@@ -263,6 +271,7 @@ impl Coordinator {
                                 .await
                                 .map_err(|err| ClusterError::zookeeper("watch root", err))?;
                             self.elect_controller(client).await?;
+                            self.elect_mirror(client).await?;
                             self.publish(self.read_all(client).await?);
                         }
                         zk::SessionState::Disconnected => {
@@ -278,6 +287,11 @@ impl Coordinator {
                         && event.event_type == zk::EventType::NodeDeleted
                     {
                         self.elect_controller(client).await?;
+                    }
+                    if event.path == format!("{}/mirror", self.root)
+                        && event.event_type == zk::EventType::NodeDeleted
+                    {
+                        self.elect_mirror(client).await?;
                     }
                     self.publish(self.read_all(client).await?);
                 }
@@ -328,18 +342,45 @@ impl Coordinator {
     }
 
     async fn elect_controller(&self, client: &zk::Client) -> Result<(), ClusterError> {
-        let path = format!("{}/controller", self.root);
+        match self.take_ephemeral(client, "controller").await {
+            Ok(true) => {
+                info!(broker = self.me.id, "became the controller");
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(err) => Err(ClusterError::zookeeper("elect controller", err)),
+        }
+    }
+
+    /// Takes the mirror lock, the ephemeral znode `mirror`, when this broker
+    /// runs with a MySQL URL and no other broker holds it. The lock goes
+    /// with the holder's session, and the others then compete again.
+    async fn elect_mirror(&self, client: &zk::Client) -> Result<(), ClusterError> {
+        if !self.mirror_candidate {
+            return Ok(());
+        }
+        match self.take_ephemeral(client, "mirror").await {
+            Ok(true) => {
+                info!(broker = self.me.id, "took the mirror lock");
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(err) => Err(ClusterError::zookeeper("take the mirror lock", err)),
+        }
+    }
+
+    /// Creates the ephemeral znode `name` under the root with this broker's
+    /// id. Returns false when another session holds it.
+    async fn take_ephemeral(&self, client: &zk::Client, name: &str) -> Result<bool, zk::Error> {
+        let path = format!("{}/{name}", self.root);
         let options = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
         match client
             .create(&path, self.me.id.to_string().as_bytes(), &options)
             .await
         {
-            Ok(_) => {
-                info!(broker = self.me.id, "became the controller");
-                Ok(())
-            }
-            Err(zk::Error::NodeExists) => Ok(()),
-            Err(err) => Err(ClusterError::zookeeper("elect controller", err)),
+            Ok(_) => Ok(true),
+            Err(zk::Error::NodeExists) => Ok(false),
+            Err(err) => Err(err),
         }
     }
 
@@ -376,6 +417,13 @@ impl Coordinator {
             }
             Err(zk::Error::NoNode) => {}
             Err(err) => return Err(ClusterError::zookeeper("read controller", err)),
+        }
+        match client.get_data(&format!("{}/mirror", self.root)).await {
+            Ok((data, _)) => {
+                view.mirror = std::str::from_utf8(&data).ok().and_then(|s| s.parse().ok())
+            }
+            Err(zk::Error::NoNode) => {}
+            Err(err) => return Err(ClusterError::zookeeper("read the mirror lock", err)),
         }
         let resources_path = format!("{}/resources", self.root);
         let keys = client

@@ -12,6 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 pub mod cluster;
+pub mod mariadb;
 pub mod zookeeper;
 
 /// A `ferry serve` child process.
@@ -341,4 +342,15 @@ pub async fn read_events(
         }
     }
     events
+}
+
+/// Binds port 0 on 127.0.0.1 and returns the port the kernel chose. The
+/// port is free again when this returns, so another process could take it
+/// before the server that is given it binds it. A start that loses that
+/// race fails with the server's port-in-use message.
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .unwrap_or_else(|err| panic!("failed to bind a free port on 127.0.0.1: {err}"))
+        .port()
 }

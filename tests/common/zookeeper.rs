@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::free_loopback_port;
+
 /// Classpath of Debian's `zookeeper` package. slf4j-simple sends the
 /// server's log to stderr, which goes to `zookeeper.log`.
 pub const DEFAULT_CLASSPATH: &str =
@@ -228,19 +230,6 @@ fn missing_requirement(classpath: &str) -> Option<String> {
             missing.join(", ")
         ))
     }
-}
-
-/// Binds port 0 on 127.0.0.1 and returns the port the kernel chose. The
-/// port is free again when this returns, so another process could take it
-/// before ZooKeeper binds it. A start that loses that race fails with the
-/// port-in-use hint.
-fn free_loopback_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap_or_else(|err| panic!("failed to bind a free port on 127.0.0.1: {err}"));
-    listener
-        .local_addr()
-        .expect("a bound listener has a local address")
-        .port()
 }
 
 /// Writes `dir/zoo.cfg` for a standalone server. The session timeouts in
