@@ -336,3 +336,242 @@ async fn mirror_matches_the_log_for_real_data() {
         "{metrics}"
     );
 }
+
+/// Messages of about 1 KiB, each naming its batch and place.
+fn kilobyte_values(batch: usize, count: usize) -> Vec<Value> {
+    (0..count)
+        .map(|i| Value::String(format!("batch {batch} message {i} {}", "x".repeat(1000))))
+        .collect()
+}
+
+async fn mirror_metric(url: &str, name: &str) -> f64 {
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_survives_broker_kill_and_database_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut mariadb) = MariaDbProcess::start(&dir.path().join("mariadb")) else {
+        return;
+    };
+    let url = mariadb.url();
+    let mut broker = BrokerProcess::start(
+        &dir.path().join("broker"),
+        &["--fsync", "always", "--mysql-url", &url],
+    );
+    let mut api = Api::user(&broker.url, "loader").await;
+    api.post_expect(
+        "/v1/topics",
+        json!({"name": "stream", "partitions": 2}),
+        StatusCode::CREATED,
+    )
+    .await;
+
+    let mut acked = Vec::new();
+    let mut database_restarts = 0;
+    for batch in 0..30 {
+        // Both cuts land while the mirror still has records to write: each
+        // batch is 200 KiB, written a moment before.
+        if batch == 10 {
+            broker.restart();
+            api = api.with_url(&broker.url);
+        }
+        if batch == 20 {
+            mariadb.restart();
+            database_restarts += 1;
+        }
+        let values = kilobyte_values(batch, 200);
+        acked.extend(publish(&api, "/v1/topics/stream/messages", &values, 200).await);
+    }
+
+    let mut log = BTreeMap::new();
+    for partition in 0..2 {
+        log.insert(partition, read_partition(&api, "stream", partition).await);
+    }
+    let total: u64 = log.values().map(|messages| messages.len() as u64).sum();
+    for (partition, offset) in &acked {
+        assert!(
+            log[partition].contains_key(offset),
+            "acknowledged message {partition}/{offset} is in the log"
+        );
+    }
+    let mirrored = wait_for_count(
+        &mariadb,
+        "SELECT COUNT(*) FROM messages WHERE kind = 'topic'",
+        total,
+    )
+    .await;
+    assert_eq!(mirrored, total, "no missing and no extra row");
+
+    let mut conn = connect(&mariadb).await;
+    let id: u64 = conn
+        .query_first("SELECT id FROM topics WHERE name = 'stream'")
+        .await
+        .unwrap()
+        .unwrap();
+    for partition in 0..2 {
+        let rows = mirrored_partition(&mut conn, id, partition).await;
+        assert!(
+            rows == log[&partition],
+            "partition {partition}: the database differs from the log"
+        );
+        let next: u64 = conn
+            .exec_first(
+                "SELECT next_offset FROM mirror_checkpoints
+                 WHERE kind = 'topic' AND resource_id = ? AND partition_id = ?",
+                (id, partition),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            next,
+            log[&partition].len() as u64,
+            "checkpoint of {partition}"
+        );
+    }
+    // The database restart ended at least one session: the test did cut
+    // the mirror in the middle.
+    let errors = mirror_metric(&broker.url, "ferry_mirror_errors_total").await;
+    assert!(errors >= f64::from(database_restarts), "errors: {errors}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_retention_and_rebuild_show_up_in_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mariadb) = MariaDbProcess::start(&dir.path().join("mariadb")) else {
+        return;
+    };
+    let url = mariadb.url();
+    let broker = BrokerProcess::start(
+        &dir.path().join("broker"),
+        &["--mysql-url", &url, "--retention-check-interval-ms", "100"],
+    );
+    let api = Api::user(&broker.url, "loader").await;
+
+    // Retention: 3 MiB into 1 MiB segments with 1 MiB kept.
+    api.post_expect(
+        "/v1/topics",
+        json!({"name": "short", "segment_bytes": 1048576, "retention_bytes": 1048576}),
+        StatusCode::CREATED,
+    )
+    .await;
+    for batch in 0..30 {
+        publish(
+            &api,
+            "/v1/topics/short/messages",
+            &kilobyte_values(batch, 100),
+            100,
+        )
+        .await;
+    }
+    // Retention runs every 100 ms and may move the start again while the
+    // mirror catches up, so the log and the database are read until they
+    // agree.
+    let deadline = Instant::now() + CATCH_UP;
+    let (start, rows, lowest) = loop {
+        let described = api.get_ok("/v1/topics/short").await;
+        let start = described["partitions"][0]["start_offset"].as_u64().unwrap();
+        let mut conn = connect(&mariadb).await;
+        let rows: Option<(u64, Option<u64>)> = conn
+            .query_first("SELECT COUNT(*), MIN(log_offset) FROM messages")
+            .await
+            .ok()
+            .flatten();
+        let (rows, lowest) = rows.unwrap_or((0, None));
+        if (start > 0 && rows == 3000 - start && lowest == Some(start)) || Instant::now() > deadline
+        {
+            break (start, rows, lowest);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(start > 0, "retention deleted a segment");
+    let kept = 3000 - start;
+    assert_eq!(
+        rows, kept,
+        "rows below the log start offset {start} are deleted"
+    );
+    assert_eq!(lowest, Some(start));
+
+    // Deletes of a topic with a subscription, and of a queue.
+    api.post_expect("/v1/topics", json!({"name": "gone"}), StatusCode::CREATED)
+        .await;
+    api.post_expect(
+        "/v1/topics/gone/subscriptions",
+        json!({"name": "s", "start": "earliest"}),
+        StatusCode::CREATED,
+    )
+    .await;
+    publish(
+        &api,
+        "/v1/topics/gone/messages",
+        &kilobyte_values(0, 10),
+        10,
+    )
+    .await;
+    api.post_expect("/v1/queues", json!({"name": "q"}), StatusCode::CREATED)
+        .await;
+    publish(&api, "/v1/queues/q/messages", &kilobyte_values(0, 10), 10).await;
+    assert_eq!(
+        wait_for_count(&mariadb, "SELECT COUNT(*) FROM messages", kept + 20).await,
+        kept + 20
+    );
+    assert_eq!(
+        wait_for_count(&mariadb, "SELECT COUNT(*) FROM subscriptions", 1).await,
+        1
+    );
+    for path in ["/v1/topics/gone", "/v1/queues/q"] {
+        let (status, body) = api.call(Method::DELETE, path, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{path}: {body}");
+    }
+    assert_eq!(
+        wait_for_count(&mariadb, "SELECT COUNT(*) FROM messages", kept).await,
+        kept,
+        "the deleted topic's and queue's messages are gone"
+    );
+    for (sql, expected) in [
+        ("SELECT COUNT(*) FROM topics", 1),
+        ("SELECT COUNT(*) FROM queues", 0),
+        ("SELECT COUNT(*) FROM subscriptions", 0),
+        (
+            "SELECT COUNT(*) FROM mirror_checkpoints WHERE kind <> 'meta'",
+            2,
+        ),
+    ] {
+        assert_eq!(
+            wait_for_count(&mariadb, sql, expected).await,
+            expected,
+            "{sql}"
+        );
+    }
+
+    // A rebuild empties the tables; the running mirror writes them again.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["admin", "mirror", "rebuild", "--mysql-url", &url])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        wait_for_count(&mariadb, "SELECT COUNT(*) FROM messages", kept).await,
+        kept,
+        "the rebuilt database holds the retained messages again"
+    );
+    assert_eq!(
+        wait_for_count(&mariadb, "SELECT COUNT(*) FROM users", 1).await,
+        1
+    );
+}

@@ -43,6 +43,9 @@ pub enum MirrorError {
     /// The schema cannot be migrated.
     #[error("{0}")]
     Schema(String),
+    /// The database did not answer in time.
+    #[error("the database did not answer within {0:?}")]
+    Timeout(std::time::Duration),
     /// A checkpoint in the database is not the one the mirror expected.
     #[error(
         "the checkpoint of {log} changed under the mirror (a rebuild or another mirror); reloading"

@@ -28,6 +28,11 @@ const IDLE_PAUSE: Duration = Duration::from_millis(100);
 /// Pause before a new session after an error.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// Longest wait for the database in one step (connect, one transaction,
+/// one listing), after which the session ends and a new one starts: a
+/// stalled server must not stall the mirror for good.
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Rows per multi-row `INSERT`.
 const ROWS_PER_INSERT: usize = 500;
 
@@ -84,8 +89,8 @@ async fn session<S: LogSource>(
     url: &str,
     status: &MirrorStatus,
 ) -> Result<(), MirrorError> {
-    let mut conn = connect(url).await?;
-    let found = schema::migrate(&mut conn).await?;
+    let mut conn = within(connect(url)).await?;
+    let found = within(schema::migrate(&mut conn)).await?;
     if found < schema::SCHEMA_VERSION {
         info!(
             from = found,
@@ -94,12 +99,14 @@ async fn session<S: LogSource>(
         );
     }
     status.set_connected(true);
-    let mut checkpoints = load_checkpoints(&mut conn).await?;
+    let mut checkpoints = within(load_checkpoints(&mut conn)).await?;
     loop {
-        let logs = mirrored_logs(&mut conn).await?;
+        within(check_meta_checkpoint(&mut conn, &checkpoints)).await?;
+        let logs = within(mirrored_logs(&mut conn)).await?;
         let mut progressed = false;
         for log in &logs {
-            progressed |= mirror_log(&mut conn, source, log, &mut checkpoints, status).await?;
+            progressed |=
+                within(mirror_log(&mut conn, source, log, &mut checkpoints, status)).await?;
         }
         let names: Vec<String> = logs.iter().map(|log| log.display.clone()).collect();
         status.retain_lags(&names);
@@ -107,6 +114,15 @@ async fn session<S: LogSource>(
             tokio::time::sleep(IDLE_PAUSE).await;
         }
     }
+}
+
+/// Runs one step of a session, failing it after [`STEP_TIMEOUT`].
+async fn within<T>(
+    step: impl std::future::Future<Output = Result<T, MirrorError>>,
+) -> Result<T, MirrorError> {
+    tokio::time::timeout(STEP_TIMEOUT, step)
+        .await
+        .unwrap_or(Err(MirrorError::Timeout(STEP_TIMEOUT)))
 }
 
 async fn connect(url: &str) -> Result<Conn, MirrorError> {
@@ -130,6 +146,26 @@ async fn load_checkpoints(conn: &mut Conn) -> Result<HashMap<String, Checkpoint>
             )
         })
         .collect())
+}
+
+/// Fails with `Conflict` when the `__meta` checkpoint in the database is
+/// not the one in `checkpoints`. An idle mirror writes no transaction that
+/// would notice a rebuild, so each pass starts with this check.
+async fn check_meta_checkpoint(
+    conn: &mut Conn,
+    checkpoints: &HashMap<String, Checkpoint>,
+) -> Result<(), MirrorError> {
+    let key = MirroredLog::meta().checkpoint_key();
+    let stored: Option<u64> = conn
+        .exec_first(
+            "SELECT next_offset FROM mirror_checkpoints WHERE log = ?",
+            (key.as_str(),),
+        )
+        .await?;
+    if stored != checkpoints.get(&key).map(|c| c.next_offset) {
+        return Err(MirrorError::Conflict { log: key });
+    }
+    Ok(())
 }
 
 /// Returns `__meta` and the logs of every topic and queue the database

@@ -8,6 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,20 +47,7 @@ impl MariaDbProcess {
         }
         let dir = std::path::absolute(dir).expect("absolute MariaDB directory");
         fs::create_dir_all(&dir).expect("create the MariaDB directory");
-        let output = Command::new("mariadb-install-db")
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", dir.join("data").display()))
-            .arg("--user=root")
-            .arg("--auth-root-authentication-method=socket")
-            .arg("--skip-test-db")
-            .output()
-            .expect("run mariadb-install-db");
-        assert!(
-            output.status.success(),
-            "mariadb-install-db failed: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        install(&dir.join("data"));
         let port = free_loopback_port();
         let mut mariadb = MariaDbProcess {
             child: spawn(&dir, port),
@@ -173,6 +161,42 @@ fn missing_programs() -> Option<String> {
         })
         .collect();
     (!missing.is_empty()).then(|| format!("missing programs: {}", missing.join(", ")))
+}
+
+/// Attempts at creating a data directory before a test fails.
+const INSTALL_ATTEMPTS: usize = 3;
+
+/// Creates the system tables in `data` with `mariadb-install-db`. Tests in
+/// one process create their directories one at a time, and a failed
+/// attempt is retried on an empty directory: a bootstrap run once failed
+/// here, without a message, while two other tests loaded the machine.
+fn install(data: &Path) {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut failures = Vec::new();
+    for _ in 0..INSTALL_ATTEMPTS {
+        let _ = fs::remove_dir_all(data);
+        let output = Command::new("mariadb-install-db")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg("--user=root")
+            .arg("--auth-root-authentication-method=socket")
+            .arg("--skip-test-db")
+            .output()
+            .expect("run mariadb-install-db");
+        if output.status.success() {
+            return;
+        }
+        failures.push(format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    panic!(
+        "mariadb-install-db failed {INSTALL_ATTEMPTS} times:\n{}",
+        failures.join("\n---\n")
+    );
 }
 
 fn spawn(dir: &Path, port: u16) -> Child {
