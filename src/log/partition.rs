@@ -132,7 +132,8 @@ impl PartitionLog {
     /// segment when missing, and recovers the active segment.
     ///
     /// Sealed segments are trusted. The active (last) segment is scanned
-    /// from byte 0 and cut at the first invalid batch, as described on
+    /// from the end of the recovery checkpoint, or from byte 0 without a
+    /// usable one, and cut at the first invalid batch, as described on
     /// `Segment::recover`. The result is logged at `info`, or at `warn` when
     /// recovery dropped bytes.
     ///
