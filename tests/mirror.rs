@@ -575,3 +575,102 @@ async fn deletes_retention_and_rebuild_show_up_in_the_database() {
         1
     );
 }
+
+/// Publishes `values` to `topic` through the broker at `url`, retrying
+/// while a leader is elected. Returns once the broker acknowledged them.
+async fn publish_retrying(api: &Api, topic: &str, values: &[Value]) {
+    let messages: Vec<Value> = values
+        .iter()
+        .map(|value| json!({ "value": value }))
+        .collect();
+    let deadline = Instant::now() + CATCH_UP;
+    loop {
+        let (status, body) = common::cluster::try_call(
+            api,
+            Method::POST,
+            &format!("/v1/topics/{topic}/messages"),
+            Some(json!({ "messages": messages })),
+        )
+        .await;
+        if status == Some(StatusCode::OK) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "publish: {status:?} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mirror_moves_to_another_broker_when_its_broker_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mariadb) = MariaDbProcess::start(&dir.path().join("mariadb")) else {
+        return;
+    };
+    let url = mariadb.url();
+    let Some(mut cluster) =
+        // One in-sync replica suffices, so the survivor of two takes writes.
+        common::cluster::TestCluster::start(
+            dir.path(),
+            2,
+            &["--mysql-url", &url, "--min-insync-replicas", "1"],
+        )
+        .await
+    else {
+        return;
+    };
+    let api = cluster.user("loader", 1).await;
+    let deadline = Instant::now() + CATCH_UP;
+    loop {
+        let (status, body) = common::cluster::try_call(
+            &api,
+            Method::POST,
+            "/v1/topics",
+            Some(json!({"name": "moving", "partitions": 2})),
+        )
+        .await;
+        if status == Some(StatusCode::CREATED) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "create topic: {status:?} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for batch in 0..5 {
+        publish_retrying(&api, "moving", &kilobyte_values(batch, 100)).await;
+    }
+    assert_eq!(
+        wait_for_count(&mariadb, "SELECT COUNT(*) FROM messages", 500).await,
+        500
+    );
+    let described = cluster
+        .describe(&api)
+        .await
+        .expect("a broker describes the cluster");
+    let holder = described["mirror"]["broker"]
+        .as_u64()
+        .expect("a broker holds the mirror lock") as u32;
+    let survivor = 3 - holder;
+
+    cluster.broker(holder).kill();
+    let api = api.with_url(&cluster.url(survivor));
+    for batch in 5..10 {
+        publish_retrying(&api, "moving", &kilobyte_values(batch, 100)).await;
+    }
+    // The log may hold a retried batch twice; the database must hold what
+    // the log holds.
+    let topic = api.get_ok("/v1/topics/moving").await;
+    let in_log: u64 = topic["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["end_offset"].as_u64().unwrap())
+        .sum();
+    assert!(in_log >= 1000, "{topic}");
+    assert_eq!(
+        wait_for_count(&mariadb, "SELECT COUNT(*) FROM messages", in_log).await,
+        in_log,
+        "the surviving broker mirrored everything"
+    );
+    let described = api.get_ok("/v1/cluster").await;
+    assert_eq!(described["mirror"]["broker"], survivor, "{described}");
+    assert_eq!(described["mirror"]["active"], true, "{described}");
+}
