@@ -1,7 +1,8 @@
-//! The MySQL mirror against a real MariaDB: every message, user, topic,
+//! The MySQL mirror against a real MariaDB. Every message, user, topic,
 //! queue, subscription, committed offset and queue delivery of the log
-//! shows up as a row, exactly once, through a SIGKILL of the broker and a
-//! restart of the database; deletes, retention and a rebuild show up too.
+//! shows up as a row, exactly once, also through a SIGKILL of the broker
+//! and a restart of the database. Deletes, retention, a rebuild and the
+//! death of the mirror's broker in a cluster show up too.
 //!
 //! `tools/test` installs MariaDB; each test starts its own server on a free
 //! loopback port (`common::mariadb`).
@@ -311,7 +312,7 @@ async fn mirror_matches_the_log_for_real_data() {
     let expected: Vec<(u32, u64)> = commits.iter().map(|(&p, &o)| (p as u32, o)).collect();
     assert_eq!(committed, expected);
 
-    // Row by row, the database holds what the log holds.
+    // Row by row, the database contains what the log contains.
     for partition in 0..4 {
         let log = read_partition(&api, "data", partition).await;
         let rows = mirrored_partition(&mut conn, id, partition).await;
@@ -447,7 +448,7 @@ async fn mirror_survives_broker_kill_and_database_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deletes_retention_and_rebuild_show_up_in_the_database() {
+async fn mirror_reflects_deletes_retention_rebuild() {
     let dir = tempfile::tempdir().unwrap();
     let Some(mariadb) = MariaDbProcess::start(&dir.path().join("mariadb")) else {
         return;
@@ -601,7 +602,7 @@ async fn publish_retrying(api: &Api, topic: &str, values: &[Value]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mirror_moves_to_another_broker_when_its_broker_dies() {
+async fn mirror_moves_when_its_broker_dies() {
     let dir = tempfile::tempdir().unwrap();
     let Some(mariadb) = MariaDbProcess::start(&dir.path().join("mariadb")) else {
         return;

@@ -1,5 +1,5 @@
 //! Which broker runs the mirror: a broker alone always does; in a cluster,
-//! the one that holds the ZooKeeper znode `mirror` (see
+//! the one that owns the ZooKeeper znode `mirror` (see
 //! `cluster::zk::Coordinator`), while its session is connected.
 
 use std::sync::Arc;

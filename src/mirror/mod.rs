@@ -12,10 +12,10 @@
 //! repeats nothing, and a mirror that finds a checkpoint other than the one
 //! it expects (another writer, a rebuild) rolls back and reloads them.
 //!
-//! Which topics and queues exist comes from the database's own `topics`
-//! and `queues` tables, which the mirror fills from `__meta`, so a log is
-//! tailed only after the event that created it is mirrored and never after
-//! the event that deleted it. In a cluster one broker runs the mirror,
+//! The list of topics and queues comes from the database's own `topics`
+//! and `queues` tables, which the mirror fills from `__meta`. A log is
+//! therefore tailed only after the event that created it is mirrored, and
+//! never after the event that deleted it. In a cluster one broker runs the mirror,
 //! chosen by a ZooKeeper lock (`lock.rs`). `docs/mirror.md` has the schema.
 
 mod lock;
@@ -43,8 +43,8 @@ pub enum MirrorError {
     /// The schema cannot be migrated.
     #[error("{0}")]
     Schema(String),
-    /// The database did not answer in time.
-    #[error("the database did not answer within {0:?}")]
+    /// The database did not respond in time.
+    #[error("the database did not respond within {0:?}")]
     Timeout(std::time::Duration),
     /// A checkpoint in the database is not the one the mirror expected.
     #[error(

@@ -1,6 +1,6 @@
 //! The mirror's tables, created and migrated by the broker.
 //!
-//! The table `ferry_schema` holds one row with the schema version. At start
+//! The table `ferry_schema` contains one row with the schema version. At start
 //! the mirror applies, in order, every migration above that version, under
 //! the named lock `ferry_mirror_schema`, so two brokers never migrate at
 //! once. A database whose version is above [`SCHEMA_VERSION`] was written

@@ -1,4 +1,4 @@
-//! Where the mirror reads logs from: this broker's own logs, or in a
+//! The sources of the mirror's reads: this broker's own logs, or in a
 //! cluster each resource's leader (`cluster::mirror_source`).
 
 use std::future::Future;
@@ -55,7 +55,7 @@ impl LogKind {
 /// One log the mirror tails.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MirroredLog {
-    /// What the log holds.
+    /// Kind of records in the log.
     pub kind: LogKind,
     /// Id of the topic or queue, 0 for `__meta`.
     pub resource_id: u64,

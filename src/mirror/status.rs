@@ -1,5 +1,5 @@
-//! What the mirror reports: whether it runs here, its lag per log, and its
-//! counters, for `/metrics` and `GET /v1/cluster`.
+//! The mirror's state for `/metrics` and `GET /v1/cluster`: whether it
+//! runs here, its lag per log, and its counters.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

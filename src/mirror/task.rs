@@ -28,7 +28,7 @@ const IDLE_PAUSE: Duration = Duration::from_millis(100);
 /// Pause before a new session after an error.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// Longest wait for the database in one step (connect, one transaction,
+/// Maximum wait for the database in one step (connect, one transaction,
 /// one listing), after which the session ends and a new one starts: a
 /// stalled server must not stall the mirror for good.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
