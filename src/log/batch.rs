@@ -132,6 +132,15 @@ pub enum BatchError {
         /// Stored `batch_length`.
         batch_length: u32,
     },
+    /// The batch's offsets run past the largest offset: `base_offset +
+    /// last_offset_delta + 1` does not fit in 64 bits.
+    #[error("base offset {base_offset} plus last offset delta {last_offset_delta} overflows the offset range")]
+    OffsetOverflow {
+        /// Stored `base_offset`.
+        base_offset: u64,
+        /// Stored `last_offset_delta`.
+        last_offset_delta: u32,
+    },
     /// The magic byte is not a known format version.
     #[error("unsupported batch format version (magic) {magic}: expected {MAGIC}")]
     UnsupportedMagic {
@@ -377,6 +386,16 @@ pub fn decode_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
             magic: header.magic,
         });
     }
+    // `next_offset` must fit: every reader computes it.
+    let last = header
+        .base_offset
+        .checked_add(u64::from(header.last_offset_delta));
+    if last.is_none_or(|last| last == u64::MAX) {
+        return Err(BatchError::OffsetOverflow {
+            base_offset: header.base_offset,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
     Ok(header)
 }
 
@@ -536,6 +555,24 @@ pub(crate) mod tests {
             value: Some(Bytes::copy_from_slice(value.as_bytes())),
             ..Record::default()
         }
+    }
+
+    #[test]
+    fn header_rejects_offsets_past_the_offset_range() {
+        let mut batch = encode_batch(0, 0, ProducerInfo::default(), &[Record::default()]);
+        batch[..8].copy_from_slice(&(u64::MAX - 1).to_be_bytes());
+        assert!(
+            decode_header(&batch).is_ok(),
+            "last offset u64::MAX - 1 fits"
+        );
+        batch[..8].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(
+            decode_header(&batch),
+            Err(BatchError::OffsetOverflow {
+                base_offset: u64::MAX,
+                last_offset_delta: 0
+            })
+        );
     }
 
     #[test]

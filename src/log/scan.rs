@@ -6,7 +6,7 @@
 //! at the end of data as defined in `reader.rs`: the end of the bytes, or a
 //! zero `batch_length`. See `docs/storage-format.md`.
 
-use super::batch::{decode_header, validate_batch, BatchHeader, LENGTH_PREFIX_LEN};
+use super::batch::{decode_batch, decode_header, BatchHeader, LENGTH_PREFIX_LEN};
 use super::index::OffsetIndex;
 use super::reader::{classify_frame, Frame};
 use super::time_index::TimeIndex;
@@ -98,7 +98,11 @@ fn check_batch(
         Frame::Batch { len } => len as usize,
     };
 
-    let header = validate_batch(&bytes[position..position + len]).map_err(|e| e.to_string())?;
+    // Records are decoded too: a batch whose CRC matches but whose records
+    // do not decode could never be read, so recovery cuts it like a torn one.
+    let header = decode_batch(&bytes[position..position + len])
+        .map_err(|e| e.to_string())?
+        .header;
     header.check_follows(scan.next_offset)?;
     if u32::try_from(header.base_offset - base_offset).is_err() {
         return Err("base offset is more than 2^32 above the segment base offset".into());
