@@ -33,7 +33,7 @@ use super::batch::{
 use super::files::io_error;
 use super::reader::list_segments;
 use super::record::Record;
-use super::segment::{log_recovery, Resume, Segment};
+use super::segment::{log_recovery, Segment};
 use super::{LogConfig, LogError, MAX_BATCH_BYTES};
 pub(crate) use checkpoint::Checkpoint;
 pub use checkpoint::CHECKPOINT_FILE_NAME;
@@ -182,15 +182,7 @@ impl PartitionLog {
                     .last()
                     .and_then(|s| s.last_header())
                     .map_or(0, |h| h.leader_epoch);
-                let resume = checkpoint
-                    .as_ref()
-                    .filter(|c| c.segment_base == last.base_offset)
-                    .map(|c| Resume {
-                        position: c.position as usize,
-                        next_offset: c.next_offset,
-                        last_leader_epoch: c.epochs.latest(),
-                        newest_timestamp: c.newest_timestamp,
-                    });
+                let resume = checkpoint.as_ref().and_then(|c| c.resume_in(last));
                 let (active, recovery) = Segment::recover(
                     last.clone(),
                     previous_epoch,

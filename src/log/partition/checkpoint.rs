@@ -35,6 +35,8 @@ use super::epochs::EpochHistory;
 use super::producers::{ProducerBatch, ProducerTable};
 use super::PartitionLog;
 use crate::log::files::{io_error, sync_dir};
+use crate::log::reader::SegmentFiles;
+use crate::log::segment::Resume;
 use crate::log::LogError;
 
 /// Name of the checkpoint file in a partition directory.
@@ -56,6 +58,17 @@ pub(crate) struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Returns where the recovery of the active segment `active` may resume,
+    /// when the checkpoint is in that segment.
+    pub(crate) fn resume_in(&self, active: &SegmentFiles) -> Option<Resume> {
+        (self.segment_base == active.base_offset).then(|| Resume {
+            position: self.position as usize,
+            next_offset: self.next_offset,
+            last_leader_epoch: self.epochs.latest(),
+            newest_timestamp: self.newest_timestamp,
+        })
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         out.extend_from_slice(MAGIC);

@@ -8,7 +8,7 @@ use super::checkpoint;
 use crate::log::files::io_error;
 use crate::log::reader::list_segments;
 use crate::log::scan::last_header_from;
-use crate::log::segment::{scan_for_recovery, Resume};
+use crate::log::segment::scan_for_recovery;
 use crate::log::{LogError, DEFAULT_INDEX_INTERVAL_BYTES};
 
 /// The part of the active (last) segment of a partition that
@@ -61,14 +61,7 @@ pub fn preview_recovery(dir: &Path) -> Result<Option<RecoveryPreview>, LogError>
         }
         None => 0,
     };
-    let resume = checkpoint::read(dir)
-        .filter(|c| c.segment_base == last.base_offset)
-        .map(|c| Resume {
-            position: c.position as usize,
-            next_offset: c.next_offset,
-            last_leader_epoch: c.epochs.latest(),
-            newest_timestamp: c.newest_timestamp,
-        });
+    let resume = checkpoint::read(dir).and_then(|c| c.resume_in(last));
     let bytes = fs::read(&last.log_path).map_err(io_error(&last.log_path))?;
     let (_, recovery) = scan_for_recovery(
         last,
