@@ -524,10 +524,19 @@ impl ServeArgs {
 impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.mysql_url {
-            if let Err(err) = mysql_async::Opts::from_url(url) {
+            let problem = match mysql_async::Opts::from_url(url) {
+                Err(err) => Some(err.to_string()),
+                Ok(opts) if opts.db_name().is_none_or(str::is_empty) => {
+                    Some("the URL names no database".to_string())
+                }
+                Ok(_) => None,
+            };
+            if let Some(problem) = problem {
                 return Err(ConfigError::InvalidValue {
                     setting: "mysql_url",
-                    message: format!("{err}; expected mysql://user:password@host:port/database"),
+                    message: format!(
+                        "{problem}; expected mysql://user:password@host:port/database"
+                    ),
                 });
             }
         }

@@ -63,6 +63,8 @@ pub struct Server {
 struct ClusterParts {
     cluster: Arc<Cluster>,
     rpc: Arc<RpcState>,
+    /// The cluster's name as the owner of a mirror database.
+    owner: String,
 }
 
 impl Server {
@@ -82,17 +84,26 @@ impl Server {
             Some(settings) => Some(join_cluster(&config, settings, &broker).await?),
             None => None,
         };
-        let mirror = config.mysql_url.clone().map(|url| match &cluster {
-            None => mirror::start(BrokerSource::new(&broker), url, MirrorLock::Alone),
-            Some(parts) => mirror::start(
-                ClusterSource::new(&parts.cluster),
-                url,
-                MirrorLock::Cluster {
-                    view: parts.cluster.coordinator.subscribe(),
-                    me: parts.cluster.broker_id(),
-                },
-            ),
-        });
+        let mirror = match config.mysql_url.clone() {
+            None => None,
+            Some(url) => Some(match &cluster {
+                None => mirror::start(
+                    BrokerSource::new(&broker),
+                    url,
+                    MirrorLock::Alone,
+                    mirror::broker_owner(&config.data_dir)?,
+                ),
+                Some(parts) => mirror::start(
+                    ClusterSource::new(&parts.cluster),
+                    url,
+                    MirrorLock::Cluster {
+                        view: parts.cluster.coordinator.subscribe(),
+                        me: parts.cluster.broker_id(),
+                    },
+                    parts.owner.clone(),
+                ),
+            }),
+        };
         Ok(Server {
             config,
             listener,
@@ -159,7 +170,11 @@ async fn join_cluster(
     };
     let cluster = Cluster::start(Arc::clone(broker), settings.clone(), &secret, me);
     let _ = rpc.cluster.set(Arc::clone(&cluster));
-    Ok(ClusterParts { cluster, rpc })
+    Ok(ClusterParts {
+        cluster,
+        rpc,
+        owner: mirror::cluster_owner(&secret.verifier),
+    })
 }
 
 async fn serve(

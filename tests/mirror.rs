@@ -388,8 +388,26 @@ async fn mirror_survives_broker_kill_and_database_restart() {
             api = api.with_url(&broker.url);
         }
         if batch == 20 {
+            // While the database is down the lag grows with what waits.
+            mariadb.kill();
+            let values = kilobyte_values(batch, 200);
+            acked.extend(publish(&api, "/v1/topics/stream/messages", &values, 200).await);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut lag = 0.0;
+            while Instant::now() < deadline {
+                lag = mirror_metric(&broker.url, "ferry_mirror_lag_records{log=\"topic/1/0\"}")
+                    .await
+                    + mirror_metric(&broker.url, "ferry_mirror_lag_records{log=\"topic/1/1\"}")
+                        .await;
+                if lag >= 200.0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            assert!(lag >= 200.0, "lag while the database is down: {lag}");
             mariadb.restart();
             database_restarts += 1;
+            continue;
         }
         let values = kilobyte_values(batch, 200);
         acked.extend(publish(&api, "/v1/topics/stream/messages", &values, 200).await);
@@ -674,4 +692,130 @@ async fn mirror_moves_when_its_broker_dies() {
     let described = api.get_ok("/v1/cluster").await;
     assert_eq!(described["mirror"]["broker"], survivor, "{described}");
     assert_eq!(described["mirror"]["active"], true, "{described}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_keeps_unicode_long_keys_and_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mariadb) = MariaDbProcess::start(&dir.path().join("mariadb")) else {
+        return;
+    };
+    let url = mariadb.url();
+    let broker = BrokerProcess::start(&dir.path().join("broker"), &["--mysql-url", &url]);
+    let api = Api::user(&broker.url, "alice").await;
+    Api::user(&broker.url, "Alice").await;
+    api.post_expect("/v1/topics", json!({"name": "orders"}), StatusCode::CREATED)
+        .await;
+    for (name, pattern) in [("audit", "заказы.#"), ("AUDIT", "🚀.#")] {
+        api.post_expect(
+            "/v1/topics/orders/subscriptions",
+            json!({"name": name, "pattern": pattern, "start": "earliest"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    let long_key = "ключ".repeat(2000);
+    api.post_expect(
+        "/v1/topics/orders/messages",
+        json!({"messages": [
+            {"key": long_key, "value": "long key", "routing_key": "заказы.eu"},
+            {"key": "after", "value": {"текст": "🚀"}, "headers": {"h": "ü"}}
+        ]}),
+        StatusCode::OK,
+    )
+    .await;
+
+    assert_eq!(
+        wait_for_count(&mariadb, "SELECT COUNT(*) FROM messages", 2).await,
+        2
+    );
+    let mut conn = connect(&mariadb).await;
+    let users: Vec<String> = conn
+        .query("SELECT username FROM users ORDER BY username")
+        .await
+        .unwrap();
+    assert_eq!(
+        users,
+        ["Alice", "alice"],
+        "names differing in case are two users"
+    );
+    let subscriptions: Vec<(String, String)> = conn
+        .query("SELECT name, pattern FROM subscriptions ORDER BY name")
+        .await
+        .unwrap();
+    assert_eq!(
+        subscriptions,
+        [
+            ("AUDIT".to_string(), "🚀.#".to_string()),
+            ("audit".to_string(), "заказы.#".to_string())
+        ]
+    );
+    let keys: Vec<(Vec<u8>, Option<Vec<u8>>)> = conn
+        .query("SELECT message_key, routing_key FROM messages ORDER BY log_offset")
+        .await
+        .unwrap();
+    assert_eq!(keys[0].0, long_key.as_bytes());
+    assert_eq!(keys[0].1.as_deref(), Some("заказы.eu".as_bytes()));
+    assert_eq!(keys[1].0, b"after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_leaves_foreign_and_owned_databases_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mariadb) = MariaDbProcess::start(&dir.path().join("mariadb")) else {
+        return;
+    };
+    let url = mariadb.url();
+
+    // Tables of the same names that the mirror did not create stay as
+    // they are, and a rebuild drops nothing there.
+    mariadb.sql("CREATE TABLE ferry.users (name TEXT); INSERT INTO ferry.users VALUES ('theirs');");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["admin", "mirror", "rebuild", "--mysql-url", &url])
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "rebuild of a database without a mirror"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("nothing was dropped"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let broker = BrokerProcess::start(&dir.path().join("first"), &["--mysql-url", &url]);
+    Api::user(&broker.url, "alice").await;
+    let deadline = Instant::now() + CATCH_UP;
+    while mirror_metric(&broker.url, "ferry_mirror_errors_total").await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the mirror never refused the database"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(mariadb.sql("SELECT name FROM ferry.users"), "theirs\n");
+    drop(broker);
+
+    // In a database of its own, the first broker owns the mirror and a
+    // second, unrelated broker is refused.
+    mariadb.sql("DROP TABLE ferry.users;");
+    let first = BrokerProcess::start(&dir.path().join("first"), &["--mysql-url", &url]);
+    let api = Api::new(&first.url).login("alice", "alice-password").await;
+    api.post_expect("/v1/topics", json!({"name": "mine"}), StatusCode::CREATED)
+        .await;
+    assert_eq!(
+        wait_for_count(&mariadb, "SELECT COUNT(*) FROM topics", 1).await,
+        1
+    );
+    let second = BrokerProcess::start(&dir.path().join("second"), &["--mysql-url", &url]);
+    Api::user(&second.url, "carol").await;
+    let deadline = Instant::now() + CATCH_UP;
+    while mirror_metric(&second.url, "ferry_mirror_errors_total").await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the second broker was not refused"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(mariadb.sql("SELECT username FROM ferry.users"), "alice\n");
 }

@@ -14,8 +14,8 @@ pub enum AdminCommand {
 /// The mirror subcommands.
 #[derive(Subcommand)]
 pub enum MirrorCommand {
-    /// Drop and recreate the mirror's tables, so that the running mirror
-    /// writes every log again from offset 0.
+    /// Drop the mirror's tables, so that the running mirror creates them
+    /// again and writes every log again from its start offset.
     Rebuild(RebuildArgs),
 }
 
@@ -32,10 +32,13 @@ pub fn run(command: AdminCommand) -> anyhow::Result<()> {
     match command {
         AdminCommand::Mirror(MirrorCommand::Rebuild(args)) => {
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(ferry::mirror::rebuild(&args.mysql_url))?;
+            // The error's own text already quotes its causes.
+            runtime
+                .block_on(ferry::mirror::rebuild(&args.mysql_url))
+                .map_err(|err| anyhow::anyhow!("{err}"))?;
             println!(
-                "dropped and recreated the mirror tables; the broker running the mirror \
-                 writes every log again from offset 0"
+                "dropped the mirror tables; the broker that runs the mirror creates them again \
+                 and writes every log again from its start offset"
             );
             Ok(())
         }

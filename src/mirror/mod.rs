@@ -19,6 +19,7 @@
 //! chosen by a ZooKeeper lock (`lock.rs`). `docs/mirror.md` has the schema.
 
 mod lock;
+mod owner;
 pub mod rows;
 pub mod schema;
 mod source;
@@ -26,6 +27,7 @@ mod status;
 mod task;
 
 pub use lock::MirrorLock;
+pub use owner::{broker_owner, cluster_owner};
 pub use source::{BrokerSource, Fetched, LogKind, LogSource, MirroredLog};
 pub use status::{LogLag, MirrorStatus};
 pub use task::{rebuild, start};

@@ -8,6 +8,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::source::{LogKind, MirroredLog};
+
 /// The lag of one mirrored log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LogLag {
@@ -16,9 +18,9 @@ pub struct LogLag {
     /// The log's key in `mirror_checkpoints`, as `topic/3/0`. Metrics use
     /// it, because it names no private topic or queue.
     pub key: String,
-    /// Id of the topic or queue, 0 for `__meta`.
+    /// The log itself, to read it again while the database is down.
     #[serde(skip)]
-    pub resource_id: u64,
+    pub mirrored: MirroredLog,
     /// First offset not yet in the database.
     pub mirrored_offset: u64,
     /// The log's high watermark when it was last read.
@@ -39,7 +41,6 @@ struct Inner {
     rows: u64,
     transactions: u64,
     errors: u64,
-    last_error: Option<String>,
 }
 
 /// Shared state of the mirror task.
@@ -77,11 +78,12 @@ impl MirrorStatus {
         inner.rows += rows;
     }
 
-    pub(crate) fn count_error(&self, error: String) {
+    /// Counts a session that ended with an error. The error itself goes
+    /// to the log only: it can quote another user's data.
+    pub(crate) fn count_error(&self) {
         let mut inner = self.lock();
         inner.errors += 1;
         inner.connected = false;
-        inner.last_error = Some(error);
     }
 
     /// Returns the rows written since start.
@@ -101,7 +103,7 @@ impl MirrorStatus {
         let logs: Vec<&LogLag> = inner
             .lags
             .values()
-            .filter(|lag| lag.resource_id == 0 || visible(lag.resource_id))
+            .filter(|lag| lag.mirrored.kind == LogKind::Meta || visible(lag.mirrored.resource_id))
             .collect();
         json!({
             "active": inner.active,
@@ -109,7 +111,6 @@ impl MirrorStatus {
             "rows": inner.rows,
             "transactions": inner.transactions,
             "errors": inner.errors,
-            "last_error": inner.last_error,
             "lag_records": inner.lags.values().map(|l| l.records).sum::<u64>(),
             "lag_seconds": inner.lags.values().map(|l| l.seconds).fold(0.0, f64::max),
             "logs": logs,

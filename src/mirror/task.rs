@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Transaction, TxOpts, Value};
@@ -15,7 +15,7 @@ use super::rows::{
     DELIVERY_COLUMNS, MESSAGE_COLUMNS, OFFSET_COLUMNS,
 };
 use super::schema;
-use super::source::{LogKind, LogSource, MirroredLog, READ_BYTES};
+use super::source::{Fetched, LogKind, LogSource, MirroredLog, READ_BYTES};
 use super::status::{LogLag, MirrorStatus};
 use super::MirrorError;
 use crate::broker::now_ms;
@@ -27,6 +27,10 @@ const IDLE_PAUSE: Duration = Duration::from_millis(100);
 
 /// Pause before a new session after an error.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// A session that ran at least this long before its error starts a new run
+/// of failures, whose first lines are all logged.
+const FAILURE_RUN_RESET: Duration = Duration::from_secs(60);
 
 /// Maximum wait for the database in one step (connect, one transaction,
 /// one listing), after which the session ends and a new one starts: a
@@ -49,7 +53,15 @@ struct Checkpoint {
 
 /// Starts the mirror task. It runs while `lock` is held (always, for a
 /// broker alone) and returns the status it keeps up to date.
-pub fn start<S: LogSource>(source: S, url: String, lock: MirrorLock) -> Arc<MirrorStatus> {
+///
+/// `owner` names this broker, or the cluster, in `ferry_schema`: a database
+/// that another owner mirrors into is left alone.
+pub fn start<S: LogSource>(
+    source: S,
+    url: String,
+    lock: MirrorLock,
+    owner: String,
+) -> Arc<MirrorStatus> {
     let status = Arc::new(MirrorStatus::default());
     let task_status = Arc::clone(&status);
     tokio::spawn(async move {
@@ -60,7 +72,7 @@ pub fn start<S: LogSource>(source: S, url: String, lock: MirrorLock) -> Arc<Mirr
             task_status.set_active(true);
             info!("mirror started");
             tokio::select! {
-                () = run_sessions(&*source, &url, &task_status) => {}
+                () = run_sessions(&*source, &url, &owner, &task_status) => {}
                 () = held.lost() => {
                     warn!("mirror stopped: this broker lost the mirror lock");
                 }
@@ -72,13 +84,61 @@ pub fn start<S: LogSource>(source: S, url: String, lock: MirrorLock) -> Arc<Mirr
 }
 
 /// Runs sessions one after the other; each ends with an error.
-async fn run_sessions<S: LogSource>(source: &S, url: &str, status: &MirrorStatus) {
+async fn run_sessions<S: LogSource>(source: &S, url: &str, owner: &str, status: &MirrorStatus) {
+    let mut failures: u64 = 0;
     loop {
-        if let Err(err) = session(source, url, status).await {
-            warn!(error = %err, "mirror session ended; starting a new one");
-            status.count_error(err.to_string());
+        let started = Instant::now();
+        if let Err(err) = session(source, url, owner, status).await {
+            // A session that ran a while ends a run of failures.
+            if started.elapsed() > FAILURE_RUN_RESET {
+                failures = 0;
+            }
+            failures += 1;
+            // An outage logs its first lines, then one in ten.
+            if failures <= 3 || failures.is_multiple_of(10) {
+                warn!(error = %err, failures, "mirror session ended; starting a new one");
+            }
+            status.count_error();
+            refresh_lags(source, status).await;
         }
         tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// Recomputes the lag of every log the mirror knows from the logs alone,
+/// while the database cannot be written, so that the lag grows with the
+/// records that wait.
+async fn refresh_lags<S: LogSource>(source: &S, status: &MirrorStatus) {
+    for lag in status.lags() {
+        if let Ok(fetched) = source.read(&lag.mirrored, lag.mirrored_offset, 1).await {
+            status.record_lag(log_lag(&lag.mirrored, lag.mirrored_offset, &fetched));
+        }
+    }
+}
+
+/// Returns the lag of `log` mirrored up to `mirrored_offset`, from a read
+/// that starts there: the records below the high watermark, and the age of
+/// the first of them.
+fn log_lag(log: &MirroredLog, mirrored_offset: u64, fetched: &Fetched) -> LogLag {
+    let records = fetched.high_watermark.saturating_sub(mirrored_offset);
+    let oldest_waiting = fetched
+        .batches
+        .iter()
+        .flat_map(|batch| &batch.records)
+        .find(|record| record.offset >= mirrored_offset)
+        .map(|record| record.timestamp_ms);
+    let seconds = match (records, oldest_waiting) {
+        (0, _) | (_, None) => 0.0,
+        (_, Some(ms)) => (now_ms() - ms).max(0) as f64 / 1000.0,
+    };
+    LogLag {
+        log: log.display.clone(),
+        key: log.checkpoint_key(),
+        mirrored: log.clone(),
+        mirrored_offset,
+        high_watermark: fetched.high_watermark.max(mirrored_offset),
+        records,
+        seconds,
     }
 }
 
@@ -87,10 +147,11 @@ async fn run_sessions<S: LogSource>(source: &S, url: &str, status: &MirrorStatus
 async fn session<S: LogSource>(
     source: &S,
     url: &str,
+    owner: &str,
     status: &MirrorStatus,
 ) -> Result<(), MirrorError> {
     let mut conn = within(connect(url)).await?;
-    let found = within(schema::migrate(&mut conn)).await?;
+    let found = within(schema::migrate(&mut conn, owner)).await?;
     if found < schema::SCHEMA_VERSION {
         info!(
             from = found,
@@ -222,22 +283,8 @@ async fn mirror_log<S: LogSource>(
         next = next.max(batch.header.next_offset());
     }
 
-    let behind = fetched.high_watermark.saturating_sub(next);
-    status.record_lag(LogLag {
-        log: log.display.clone(),
-        key: key.clone(),
-        resource_id: log.resource_id,
-        mirrored_offset: next,
-        high_watermark: fetched.high_watermark.max(next),
-        records: behind,
-        seconds: match (behind, newest_ms) {
-            (0, _) => 0.0,
-            (_, Some(ms)) => (now_ms() - ms).max(0) as f64 / 1000.0,
-            (_, None) => 0.0,
-        },
-    });
-
     if stored.is_some() && next == from && start <= stored_start {
+        status.record_lag(log_lag(log, from, &fetched));
         return Ok(false);
     }
     if start > from {
@@ -258,6 +305,13 @@ async fn mirror_log<S: LogSource>(
     tx.commit().await?;
     checkpoints.insert(key, checkpoint);
     status.count_transaction(written);
+    // The read ended at `next`, so the records that wait are not in it: the
+    // age of the newest one written stands in for theirs.
+    let mut lag = log_lag(log, next, &fetched);
+    if lag.records > 0 {
+        lag.seconds = newest_ms.map_or(0.0, |ms| (now_ms() - ms).max(0) as f64 / 1000.0);
+    }
+    status.record_lag(lag);
     Ok(true)
 }
 
@@ -504,17 +558,17 @@ fn value_len(value: &Value) -> usize {
     }
 }
 
-/// Drops and recreates the mirror's tables, so that the mirror writes every
-/// log again from its start. A running mirror notices at its next
-/// transaction (its checkpoint is gone) and starts over.
+/// Drops the mirror's tables. The running mirror notices within one pass
+/// (its `__meta` checkpoint is gone), creates them again, takes ownership
+/// and writes every log again from its start.
 ///
 /// # Errors
 ///
-/// The database cannot be reached, or a statement fails.
+/// The database cannot be reached or holds no mirror, or a statement
+/// fails.
 pub async fn rebuild(url: &str) -> Result<(), MirrorError> {
     let mut conn = connect(url).await?;
     schema::drop_all(&mut conn).await?;
-    schema::migrate(&mut conn).await?;
     conn.disconnect().await?;
     Ok(())
 }
