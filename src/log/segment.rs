@@ -177,6 +177,7 @@ fn time_entries_below(files: &SegmentFiles, next_offset: u64) -> Vec<time_index:
 pub(crate) fn scan_for_recovery(
     files: &SegmentFiles,
     bytes: &[u8],
+    file: Option<&File>,
     min_leader_epoch: u32,
     index_interval_bytes: u32,
     resume: Option<Resume>,
@@ -199,10 +200,10 @@ pub(crate) fn scan_for_recovery(
             index_interval_bytes,
         ),
     };
-    let dropped_bytes = bytes[scan.valid_size..]
-        .iter()
-        .rposition(|&b| b != 0)
-        .map_or(0, |last| last + 1);
+    let dropped_bytes = match file {
+        Some(file) => stray_bytes_in_data(file, bytes, scan.valid_size),
+        None => stray_bytes(bytes, scan.valid_size, bytes.len()),
+    };
     let recovery = Recovery {
         resumed,
         scanned_from,
@@ -214,6 +215,58 @@ pub(crate) fn scan_for_recovery(
         next_offset: scan.next_offset,
     };
     (scan, recovery)
+}
+
+/// Returns the bytes from `valid_size` to the last byte in
+/// `valid_size..end` that is not zero, or 0 when they are all zeros.
+fn stray_bytes(bytes: &[u8], valid_size: usize, end: usize) -> usize {
+    bytes[valid_size..end]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1)
+}
+
+/// Like [`stray_bytes`] over the whole file, but reads only the ranges the
+/// file system reports as data (`SEEK_DATA`, `SEEK_HOLE`). The allocated
+/// tail of an active segment is unwritten space, which ext4 and XFS report
+/// as a hole when no page of it is cached, so recovery does not read
+/// (and fault in) tens of MiB of zeros. Falls back to reading everything
+/// when the file system does not support the seek.
+fn stray_bytes_in_data(file: &File, bytes: &[u8], valid_size: usize) -> usize {
+    use std::os::fd::AsRawFd;
+
+    let seek = |offset: usize, whence: libc::c_int| -> Option<usize> {
+        let offset = libc::off_t::try_from(offset).ok()?;
+        // SAFETY: lseek only moves the descriptor's position; the
+        // descriptor stays open while `file` is borrowed.
+        let found = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
+        usize::try_from(found).ok()
+    };
+    let len = bytes.len();
+    let mut last_end = valid_size;
+    let mut position = valid_size;
+    while position < len {
+        let Some(data) = seek(position, libc::SEEK_DATA) else {
+            // ENXIO: no data after `position`. Any other error: the
+            // ranges are unknown, so everything is read.
+            let no_more_data = io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+            return if no_more_data {
+                last_end - valid_size
+            } else {
+                stray_bytes(bytes, valid_size, len)
+            };
+        };
+        let hole = seek(data, libc::SEEK_HOLE).unwrap_or(len).min(len);
+        if data >= len || hole <= data {
+            break;
+        }
+        let in_range = stray_bytes(bytes, data, hole);
+        if in_range > 0 {
+            last_end = data + in_range;
+        }
+        position = hole;
+    }
+    last_end - valid_size
 }
 
 /// Outcome of recovering the active segment.
@@ -299,6 +352,7 @@ impl Segment {
         let (scan, recovery) = scan_for_recovery(
             &files,
             map.whole(),
+            Some(&file),
             min_leader_epoch,
             index_interval_bytes,
             resume,
@@ -920,4 +974,49 @@ pub(crate) fn log_recovery(dir: &Path, segment: &Segment, recovery: &Recovery) {
         reason,
         "recovery dropped the tail of the active segment"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+
+    /// The data-range search finds the same stray bytes as a full read, in
+    /// a file with a preallocated, unwritten tail.
+    #[test]
+    fn stray_bytes_in_data_matches_full_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        preallocate(&file, &path, 4 << 20).unwrap();
+        let cases: [&[(u64, &[u8])]; 4] = [
+            &[],
+            &[(100, b"torn")],
+            &[(100, b"torn"), (3 << 20, b"stray page")],
+            &[(0, b"kept batch"), (200_000, b"x")],
+        ];
+        for writes in cases {
+            file.set_len(0).unwrap();
+            preallocate(&file, &path, 4 << 20).unwrap();
+            for (at, bytes) in writes {
+                file.write_all_at(bytes, *at).unwrap();
+            }
+            file.sync_all().unwrap();
+            let bytes = fs::read(&path).unwrap();
+            let valid_size = 50;
+            assert_eq!(
+                stray_bytes_in_data(&file, &bytes, valid_size),
+                stray_bytes(&bytes, valid_size, bytes.len()),
+                "{writes:?}"
+            );
+        }
+    }
 }

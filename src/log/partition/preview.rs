@@ -66,6 +66,7 @@ pub fn preview_recovery(dir: &Path) -> Result<Option<RecoveryPreview>, LogError>
     let (_, recovery) = scan_for_recovery(
         last,
         &bytes,
+        None,
         previous_epoch,
         DEFAULT_INDEX_INTERVAL_BYTES,
         resume,
