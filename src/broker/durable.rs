@@ -20,7 +20,7 @@ use tracing::{error, warn};
 
 use crate::broker::error::{BrokerError, Result};
 use crate::log::{
-    AppendInfo, FsyncPolicy, LogError, PartitionLog, ProducerInfo, Record, RecordBatch,
+    AppendInfo, FsyncPolicy, LogError, PartitionLog, ProducerInfo, Record, RecordBatch, TimeLookup,
 };
 
 /// How long an `acks=all` append waits for the in-sync replicas.
@@ -374,6 +374,16 @@ impl DurableLog {
         self.shared
             .log
             .read(offset, max_bytes, high_watermark)
+            .map_err(|err| self.reading_failed(err))
+    }
+
+    /// Returns the first record below the high watermark whose timestamp is
+    /// at or after `timestamp_ms`, or `None` when there is none. A damaged
+    /// batch on the way is reported as a read of it would be.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<TimeLookup>> {
+        self.shared
+            .log
+            .offset_for_timestamp(timestamp_ms, self.high_watermark())
             .map_err(|err| self.reading_failed(err))
     }
 

@@ -440,9 +440,7 @@ impl Broker {
         let topic = self.open_topic(principal, name, Some(Permission::Consume))?;
         let log = partition_log(&topic, partition)?;
         let high_watermark = log.high_watermark();
-        let found = log
-            .partition_log()
-            .offset_for_timestamp(timestamp_ms, high_watermark)?;
+        let found = log.offset_for_timestamp(timestamp_ms)?;
         Ok(match found {
             Some(found) => (found.offset, Some(found.timestamp_ms)),
             None => (high_watermark, None),

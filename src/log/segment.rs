@@ -44,7 +44,9 @@ use super::files::{
     io_error, load_index, load_time_index, preallocate, sync_dir, write_index_file,
     write_time_index_file,
 };
-use super::index::{encode_entry, IndexEntry, OffsetIndex, INDEX_ENTRY_LEN};
+use super::index::{
+    decode_entries, encode_entry, validate_entries, IndexEntry, OffsetIndex, INDEX_ENTRY_LEN,
+};
 use super::mmap::SegmentMap;
 use super::partition::Checkpoint;
 use super::reader::SegmentFiles;
@@ -116,13 +118,26 @@ pub(crate) struct Resume {
 }
 
 /// Returns the scan state at the end of the prefix that `resume` covers,
-/// or `None` when the segment does not match it.
+/// or `None` when the segment or its index files do not match it. Index
+/// entries below the checkpoint come from the files, which the checkpoint
+/// synced; entries past it may be torn by the crash and are dropped.
 fn resume_scan(files: &SegmentFiles, bytes: &[u8], resume: Resume) -> Option<Scan> {
-    let entries: Vec<IndexEntry> = load_index(&files.index_path, bytes.len())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|entry| (entry.position as usize) < resume.position)
-        .collect();
+    let mismatch = |reason: String| {
+        warn!(
+            segment = %files.log_path.display(),
+            position = resume.position,
+            next_offset = resume.next_offset,
+            %reason,
+            "the recovery checkpoint does not match the segment; scanning it from the start"
+        );
+    };
+    let entries = match index_entries_below(files, bytes.len(), resume.position) {
+        Ok(entries) => entries,
+        Err(reason) => {
+            mismatch(reason);
+            return None;
+        }
+    };
     let index = OffsetIndex::from_entries(entries);
     if !batch_ends_at(
         bytes,
@@ -131,18 +146,17 @@ fn resume_scan(files: &SegmentFiles, bytes: &[u8], resume: Resume) -> Option<Sca
         resume.position,
         resume.next_offset,
     ) {
-        warn!(
-            segment = %files.log_path.display(),
-            position = resume.position,
-            next_offset = resume.next_offset,
-            "the recovery checkpoint does not match the segment; scanning it from the start"
-        );
+        mismatch("no batch ends at the checkpoint".into());
         return None;
     }
-    let times = TimeIndex::from_parts(
-        time_entries_below(files, resume.next_offset),
-        resume.newest_timestamp,
-    );
+    let time_entries = match time_entries_below(files, resume.next_offset) {
+        Ok(entries) => entries,
+        Err(reason) => {
+            mismatch(reason);
+            return None;
+        }
+    };
+    let times = TimeIndex::from_parts(time_entries, resume.newest_timestamp);
     Some(Scan {
         valid_size: resume.position,
         next_offset: resume.next_offset,
@@ -153,22 +167,38 @@ fn resume_scan(files: &SegmentFiles, bytes: &[u8], resume: Resume) -> Option<Sca
     })
 }
 
-/// Returns the entries of the `.timeindex` file below `next_offset`, or none
-/// when they fail validation. Entries only shorten lookups, so a file that
-/// cannot be used costs time, not correctness.
-fn time_entries_below(files: &SegmentFiles, next_offset: u64) -> Vec<time_index::TimeIndexEntry> {
+/// Returns the entries of the `.index` file for batches below byte
+/// `position`, checked like a sealed segment's, or why they cannot be used.
+fn index_entries_below(
+    files: &SegmentFiles,
+    segment_len: usize,
+    position: usize,
+) -> Result<Vec<IndexEntry>, String> {
+    let bytes = std::fs::read(&files.index_path)
+        .map_err(|err| format!("{}: {err}", files.index_path.display()))?;
+    let whole = bytes.len() - bytes.len() % INDEX_ENTRY_LEN;
+    let mut entries = decode_entries(&bytes[..whole]).map_err(|err| err.to_string())?;
+    entries.retain(|entry| (entry.position as usize) < position);
+    validate_entries(&entries, segment_len.min(position))
+        .map_err(|err| format!("{}: {err}", files.index_path.display()))?;
+    Ok(entries)
+}
+
+/// Returns the entries of the `.timeindex` file below `next_offset`,
+/// checked for order and range, or why they cannot be used.
+fn time_entries_below(
+    files: &SegmentFiles,
+    next_offset: u64,
+) -> Result<Vec<time_index::TimeIndexEntry>, String> {
+    let path = &files.time_index_path;
     let relative_end = next_offset - files.base_offset;
-    let Ok(bytes) = std::fs::read(&files.time_index_path) else {
-        return Vec::new();
-    };
-    let Ok(mut entries) = time_index::decode_entries(&bytes) else {
-        return Vec::new();
-    };
+    let bytes = std::fs::read(path).map_err(|err| format!("{}: {err}", path.display()))?;
+    let whole = bytes.len() - bytes.len() % TIME_INDEX_ENTRY_LEN;
+    let mut entries = time_index::decode_entries(&bytes[..whole]).map_err(|err| err.to_string())?;
     entries.retain(|e| u64::from(e.relative_offset) < relative_end);
-    match time_index::validate_entries(&entries, relative_end) {
-        Ok(()) => entries,
-        Err(_) => Vec::new(),
-    }
+    time_index::validate_entries(&entries, relative_end)
+        .map_err(|err| format!("{}: {err}", path.display()))?;
+    Ok(entries)
 }
 
 /// Scans `bytes`, the contents of the active segment `files`, as

@@ -10,7 +10,7 @@
 //! batch that reaches it.
 
 use super::PartitionLog;
-use crate::log::batch::decode_batch;
+use crate::log::batch::{decode_batch, validate_batch};
 use crate::log::segment::Segment;
 use crate::log::LogError;
 
@@ -66,14 +66,19 @@ fn find_in_segment(
             return Ok(None);
         }
         let end = position + header.total_len();
+        let corrupt = |reason: String| LogError::Corrupt {
+            path: segment.files().log_path.clone(),
+            position: position as u64,
+            offset: Some(header.base_offset),
+            reason,
+        };
+        // The walk trusts `max_timestamp` only after the CRC, which covers
+        // it, matched: a damaged header must not move the answer. The walk
+        // starts at most about one index interval before the answer.
+        validate_batch(&bytes[position..end]).map_err(|err| corrupt(err.to_string()))?;
         if header.max_timestamp >= timestamp_ms {
             let batch =
-                decode_batch(&bytes[position..end]).map_err(|reason| LogError::Corrupt {
-                    path: segment.files().log_path.clone(),
-                    position: position as u64,
-                    offset: Some(header.base_offset),
-                    reason: reason.to_string(),
-                })?;
+                decode_batch(&bytes[position..end]).map_err(|err| corrupt(err.to_string()))?;
             let found = batch
                 .records
                 .iter()

@@ -32,7 +32,7 @@ const MAX_DEPTH: usize = 16;
 #[command(
     name = "ferry-log",
     version,
-    about = "Inspect Ferry partition logs without modifying them"
+    about = "Inspect Ferry partition logs; only `recover --apply` modifies them"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -136,14 +136,17 @@ fn run(cli: Cli) -> Result<bool> {
             Ok(clean)
         }
         Command::Stats { dir, json } => {
+            // Written with errors returned, so that a closed pipe ends the
+            // command quietly instead of panicking in `println!`.
+            let mut out = io::stdout().lock();
             let mut clean = true;
             for partition in find_partitions(&dir)? {
                 let stats = stats::partition_stats(&partition)?;
                 clean &= stats.is_clean();
                 if json {
-                    println!("{}", stats.to_json(&partition));
+                    writeln!(out, "{}", stats.to_json(&partition))?;
                 } else {
-                    println!("{}: {stats}", partition.display());
+                    writeln!(out, "{}: {stats}", partition.display())?;
                 }
             }
             Ok(clean)

@@ -142,3 +142,48 @@ fn lookups_stay_right_after_resume_truncation_and_more_appends() {
     times.extend(&more);
     check_lookups(&log, 0, &times);
 }
+
+/// A batch whose header was damaged (its `max_timestamp`, which the walk
+/// reads) is reported, not used to move the answer.
+#[test]
+fn lookup_reports_a_damaged_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), config(2048, 0)).unwrap();
+    let times: Vec<i64> = (0..120).map(|i| 1_000 + 10 * i).collect();
+    append_timed(&log, &times);
+    log.close().unwrap();
+    drop(log);
+
+    // Batch 5 of the first segment holds offsets 15 to 17 (3 records per
+    // batch); move its max_timestamp back so that a header-only walk would
+    // skip it.
+    let files = SegmentFiles::in_dir(dir.path(), 0);
+    let mut bytes = fs::read(&files.log_path).unwrap();
+    let mut position = 0;
+    for _ in 0..5 {
+        let length = u32::from_be_bytes(bytes[position + 8..position + 12].try_into().unwrap());
+        position += 12 + length as usize;
+    }
+    assert_eq!(
+        u64::from_be_bytes(bytes[position..position + 8].try_into().unwrap()),
+        15
+    );
+    bytes[position + 35..position + 43].copy_from_slice(&0i64.to_be_bytes());
+    fs::write(&files.log_path, &bytes).unwrap();
+
+    let log = PartitionLog::open(dir.path(), config(2048, 0)).unwrap();
+    let result = log.offset_for_timestamp(times[15], 120);
+    assert!(
+        matches!(
+            result,
+            Err(LogError::Corrupt {
+                offset: Some(15),
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    // Lookups that do not reach the batch still work.
+    let found = log.offset_for_timestamp(times[3], 120).unwrap().unwrap();
+    assert_eq!(found.offset, 3);
+}
