@@ -359,6 +359,16 @@ async fn mirror_metric(url: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
 }
 
+/// Waits until the broker at `url` counted a failed mirror session, or
+/// fails the test with `failure`.
+async fn wait_for_a_session_error(url: &str, failure: &str) {
+    let deadline = Instant::now() + CATCH_UP;
+    while mirror_metric(url, "ferry_mirror_errors_total").await < 1.0 {
+        assert!(Instant::now() < deadline, "{failure}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_survives_broker_kill_and_database_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -785,14 +795,7 @@ async fn mirror_leaves_foreign_and_owned_databases_alone() {
     );
     let broker = BrokerProcess::start(&dir.path().join("first"), &["--mysql-url", &url]);
     Api::user(&broker.url, "alice").await;
-    let deadline = Instant::now() + CATCH_UP;
-    while mirror_metric(&broker.url, "ferry_mirror_errors_total").await < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the mirror never refused the database"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_a_session_error(&broker.url, "the mirror never refused the database").await;
     assert_eq!(mariadb.sql("SELECT name FROM ferry.users"), "theirs\n");
     drop(broker);
 
@@ -809,13 +812,6 @@ async fn mirror_leaves_foreign_and_owned_databases_alone() {
     );
     let second = BrokerProcess::start(&dir.path().join("second"), &["--mysql-url", &url]);
     Api::user(&second.url, "carol").await;
-    let deadline = Instant::now() + CATCH_UP;
-    while mirror_metric(&second.url, "ferry_mirror_errors_total").await < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the second broker was not refused"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_a_session_error(&second.url, "the second broker was not refused").await;
     assert_eq!(mariadb.sql("SELECT username FROM ferry.users"), "alice\n");
 }
