@@ -109,15 +109,7 @@ async fn damaged_batch_is_refused_and_reported() {
         .await;
     assert_eq!(after["messages"][0]["offset"], 5);
 
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", broker.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&broker.url).await;
     assert!(
         metrics.contains("ferry_corrupt_batch_reads_total 1\n"),
         "{metrics}"

@@ -354,3 +354,14 @@ pub fn free_loopback_port() -> u16 {
         .unwrap_or_else(|err| panic!("failed to bind a free port on 127.0.0.1: {err}"))
         .port()
 }
+
+/// Returns the broker's `/metrics` text.
+pub async fn metrics(url: &str) -> String {
+    reqwest::get(format!("{url}/metrics"))
+        .await
+        .and_then(|response| response.error_for_status())
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("read /metrics")
+}
