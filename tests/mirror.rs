@@ -324,12 +324,7 @@ async fn mirror_matches_the_log_for_real_data() {
     let cluster = api.get_ok("/v1/cluster").await;
     assert_eq!(cluster["mirror"]["active"], true, "{cluster}");
     assert_eq!(cluster["mirror"]["lag_records"], 0, "{cluster}");
-    let metrics = reqwest::get(format!("{}/metrics", broker.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&broker.url).await;
     assert!(
         metrics.contains(&format!(
             "ferry_mirror_lag_records{{log=\"topic/{id}/0\"}} 0"
@@ -346,12 +341,7 @@ fn kilobyte_values(batch: usize, count: usize) -> Vec<Value> {
 }
 
 async fn mirror_metric(url: &str, name: &str) -> f64 {
-    let metrics = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(url).await;
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(&format!("{name} ")))

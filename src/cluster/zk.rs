@@ -370,7 +370,7 @@ impl Coordinator {
     }
 
     /// Creates the ephemeral znode `name` under the root with this broker's
-    /// id. Returns false when another session holds it.
+    /// id. Returns false when another session owns it.
     async fn take_ephemeral(&self, client: &zk::Client, name: &str) -> Result<bool, zk::Error> {
         let path = format!("{}/{name}", self.root);
         let options = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());

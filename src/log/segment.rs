@@ -464,7 +464,7 @@ impl Segment {
         ))
     }
 
-    /// Returns whether a batch of this segment ends where `checkpoint` says,
+    /// Returns whether a batch of this segment ends at the position of `checkpoint`,
     /// followed by its next offset.
     pub(crate) fn covers(&self, checkpoint: &Checkpoint) -> bool {
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);

@@ -1,6 +1,6 @@
-//! Which broker runs the mirror: a broker alone always does; in a cluster,
-//! the one that owns the ZooKeeper znode `mirror` (see
-//! `cluster::zk::Coordinator`), while its session is connected.
+//! The right to run the mirror. A broker alone always has it. In a cluster
+//! the broker that owns the ZooKeeper znode `mirror` has it while its
+//! session is connected (see `cluster::zk::Coordinator`).
 
 use std::sync::Arc;
 

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-/// File in the data directory that holds a lone broker's owner id.
+/// File in the data directory that contains a lone broker's owner id.
 const OWNER_FILE: &str = "mirror-owner";
 
 /// Returns the owner name of a broker that runs alone with `data_dir`,

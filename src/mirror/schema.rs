@@ -253,7 +253,7 @@ pub async fn drop_all(conn: &mut Conn) -> Result<(), MirrorError> {
         .any(|table| table == "ferry_schema")
     {
         result = Err(MirrorError::Schema(
-            "the database has no table ferry_schema, so it holds no mirror; nothing was dropped"
+            "the database has no table ferry_schema, so it contains no mirror; nothing was dropped"
                 .into(),
         ));
     }

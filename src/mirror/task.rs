@@ -105,7 +105,7 @@ async fn run_sessions<S: LogSource>(source: &S, url: &str, owner: &str, status: 
     }
 }
 
-/// Recomputes the lag of every log the mirror knows from the logs alone,
+/// Recomputes the lag of every log with a recorded lag from the logs alone,
 /// while the database cannot be written, so that the lag grows with the
 /// records that wait.
 async fn refresh_lags<S: LogSource>(source: &S, status: &MirrorStatus) {
@@ -305,8 +305,8 @@ async fn mirror_log<S: LogSource>(
     tx.commit().await?;
     checkpoints.insert(key, checkpoint);
     status.count_transaction(written);
-    // The read ended at `next`, so the records that wait are not in it: the
-    // age of the newest one written stands in for theirs.
+    // The read ended at `next`, so the records that wait are not in it.
+    // The age of the newest record written is used in place of theirs.
     let mut lag = log_lag(log, next, &fetched);
     if lag.records > 0 {
         lag.seconds = newest_ms.map_or(0.0, |ms| (now_ms() - ms).max(0) as f64 / 1000.0);
@@ -564,7 +564,7 @@ fn value_len(value: &Value) -> usize {
 ///
 /// # Errors
 ///
-/// The database cannot be reached or holds no mirror, or a statement
+/// The database cannot be reached or contains no mirror, or a statement
 /// fails.
 pub async fn rebuild(url: &str) -> Result<(), MirrorError> {
     let mut conn = connect(url).await?;

@@ -73,8 +73,8 @@ fn find_in_segment(
             reason,
         };
         // The walk trusts `max_timestamp` only after the CRC, which covers
-        // it, matched: a damaged header must not move the answer. The walk
-        // starts at most about one index interval before the answer.
+        // it, matched, so a damaged header cannot move the result. The walk
+        // starts about one index interval before the result.
         validate_batch(&bytes[position..end]).map_err(|err| corrupt(err.to_string()))?;
         if header.max_timestamp >= timestamp_ms {
             let batch =

@@ -518,8 +518,8 @@ fn recover_reports_then_applies_the_cut() {
         "the report changed the file"
     );
 
-    // While a log holds the partition open (here after its own recovery),
-    // --apply refuses to touch it. Stray bytes after the data make the
+    // While a log has the partition open (here after its own recovery),
+    // --apply rejects it. Stray bytes after the data make the
     // report ask for a cut.
     let open = PartitionLog::open(dir.path(), config()).unwrap();
     let data_end = open.segments().last().unwrap().size_bytes;

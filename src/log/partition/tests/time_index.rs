@@ -39,7 +39,7 @@ fn append_timed(log: &PartitionLog, times: &[i64]) {
 }
 
 /// Checks every lookup from before the first time to after the last
-/// against a linear search of `times`, which holds the record of each
+/// against a linear search of `times`, which contains the time of each
 /// offset from `start`.
 fn check_lookups(log: &PartitionLog, start: u64, times: &[i64]) {
     let end = start + times.len() as u64;
@@ -71,8 +71,8 @@ fn lookups_by_time_match_a_linear_search() {
     assert!(log.segments().len() > 5, "{:?}", log.segments());
     check_lookups(&log, 0, &times);
 
-    // Each sealed segment's last entry holds its newest timestamp; no entry
-    // breaks its promise.
+    // Each sealed segment's last entry contains its newest timestamp, and
+    // no entry breaks its promise.
     let segments = log.segments();
     for segment in &segments[..segments.len() - 1] {
         let files = SegmentFiles::in_dir(dir.path(), segment.base_offset);
@@ -108,14 +108,14 @@ fn lookups_by_time_match_a_linear_search() {
 }
 
 #[test]
-fn lookups_stay_right_after_resume_truncation_and_more_appends() {
+fn lookups_after_resume_and_truncation() {
     let dir = tempfile::tempdir().unwrap();
     let log = PartitionLog::open(dir.path(), config(1 << 20, 0)).unwrap();
     let mut times = timestamps(300, 11);
     append_timed(&log, &times);
     assert!(log.write_checkpoint().unwrap());
-    // The tail after the checkpoint holds the newest timestamps; recovery
-    // must not lose them, or a lookup would skip the segment.
+    // The tail after the checkpoint contains the newest timestamps. Recovery
+    // must keep them, or a lookup would skip the segment.
     let tail: Vec<i64> = timestamps(30, 12).iter().map(|t| t + 10_000).collect();
     append_timed(&log, &tail);
     log.flush().unwrap();
@@ -144,7 +144,7 @@ fn lookups_stay_right_after_resume_truncation_and_more_appends() {
 }
 
 /// A batch whose header was damaged (its `max_timestamp`, which the walk
-/// reads) is reported, not used to move the answer.
+/// reads) is reported, not used to move the result.
 #[test]
 fn lookup_reports_a_damaged_batch() {
     let dir = tempfile::tempdir().unwrap();
